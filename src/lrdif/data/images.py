@@ -29,6 +29,7 @@ ImageMode = Literal["L", "RGB"]
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 #: Formats Pillow may try; anything else (text, archives, exotic formats) is refused.
+MAX_PIXELS = 40_000_000  # default decompression-bomb limit (a 40-megapixel picture)
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP")  # JPEG includes multi-picture (MPO) files
 EXPECTED_FILE = "a PNG, JPEG, BMP, TIFF or WebP image"
 EXPECTED_ARRAY = (
@@ -46,7 +47,7 @@ def read_image(
     source: ImageSource,
     *,
     mode: ImageMode | None = None,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = MAX_PIXELS,
     name: str | None = None,
 ) -> np.ndarray:
     """Decode ``source`` to ``uint8`` ``(H, W)`` for ``mode="L"`` or ``(H, W, 3)`` for ``"RGB"``.

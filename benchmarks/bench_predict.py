@@ -1,0 +1,197 @@
+"""Prediction speed on CPU: LRDif stage 2 (T = 4) vs the ResNet-18 baseline vs `fer`.
+
+Measures, in one run on one machine:
+
+1. faces per second on pre-cropped 48x48 faces (FERPlus test crops when present),
+   batch 64, through ``Recognizer.predict(faces, detect=False)``, for LRDif stage 2
+   with the default config (T = 4) and for the ResNet-18 baseline;
+2. the share of LRDif's time spent in the reverse diffusion loop (Eq. 16 x T);
+3. end-to-end latency on one 640x480 JPEG photo with one face (decode, Haar
+   detection, crop, model), median of repeated runs;
+4. the same for the ``fer`` package (its shipped FER2013 model via TFLite, Haar faces),
+   run with ``--fer-python`` pointing at a Python where ``fer`` is installed (keep it
+   out of lrdif's environment: it pulls TensorFlow), e.g.
+   ``python -m venv /tmp/fervenv && /tmp/fervenv/bin/pip install --no-deps fer &&
+   /tmp/fervenv/bin/pip install tensorflow-cpu "opencv-python-headless<5" requests pillow``
+   (fer's own requirements pull CUDA PyTorch and facenet for MTCNN, unused here).
+
+Speed does not depend on training, so the models here are freshly initialised; no
+accuracy is reported. Run: ``python benchmarks/bench_predict.py [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from lrdif.checkpoint import save_checkpoint
+from lrdif.data.images import read_image
+from lrdif.models.baselines import ResNet18
+from lrdif.models.lrdif import LRDifConfig, LRDifStage2
+from lrdif.predict.recognizer import Recognizer
+
+ROOT = Path(__file__).resolve().parents[1]
+FERPLUS_TEST = ROOT.parent / "shared" / "data" / "ferplus" / "FER2013Test"
+ASTRONAUT = ROOT / "src" / "lrdif" / "assets" / "astronaut.jpg"
+
+FER_SCRIPT = textwrap.dedent("""
+    import json, statistics, sys, time
+    import cv2, numpy as np
+    from fer.fer import FER
+    photo, crops_path, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    detector = FER(mtcnn=False)  # OpenCV Haar faces + the shipped TFLite model
+    image = cv2.imread(photo)
+    faces = len(detector.detect_emotions(image))
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        detector.detect_emotions(image)
+        times.append(time.perf_counter() - start)
+    crops = np.load(crops_path)
+    boxes = [(0, 0, crops.shape[2], crops.shape[1])]
+    for crop in crops[:8]:
+        detector.detect_emotions(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR), face_rectangles=boxes)
+    start = time.perf_counter()
+    for crop in crops:
+        detector.detect_emotions(cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR), face_rectangles=boxes)
+    rate = len(crops) / (time.perf_counter() - start)
+    print(json.dumps({"faces_found": faces, "latency_ms": 1000 * statistics.median(times[2:]),
+                      "latency_best_ms": 1000 * min(times[2:]), "faces_per_s": rate}))
+""")
+
+
+def load_faces(n: int) -> tuple[np.ndarray, str]:
+    """(n, 48, 48) uint8 face crops: FERPlus test images, or noise where FERPlus is absent."""
+    files = sorted(FERPLUS_TEST.glob("*.png"))[:n]
+    if len(files) == n:
+        return np.stack([read_image(p, mode="L") for p in files]), "FERPlus test crops"
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 48, 48), dtype=np.uint8), "random 48x48 crops"
+
+
+def make_photo(folder: Path) -> Path:
+    """A 640x480 JPEG with one face: the astronaut asset at 480x480, edges repeated to 640."""
+    face = cv2.resize(read_image(ASTRONAUT), (480, 480), interpolation=cv2.INTER_AREA)
+    photo = cv2.copyMakeBorder(face, 0, 0, 80, 80, cv2.BORDER_REPLICATE)
+    path = folder / "photo640x480.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+def faces_per_second(recognizer: Recognizer, faces: list[np.ndarray], repeats: int) -> float:
+    recognizer.predict(faces[:64], detect=False, progress=False)  # warm-up
+    best = min(_timed(lambda: recognizer.predict(faces, detect=False, progress=False))
+               for _ in range(repeats))
+    return len(faces) / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def diffusion_share(recognizer: Recognizer, crops: np.ndarray) -> float:
+    """Time in ``estimate_epr`` (the T reverse steps) over time in the whole model."""
+    model = recognizer.model
+    spent = []
+    inner = model.estimate_epr
+
+    def timed_estimate(*args, **kwargs):
+        start = time.perf_counter()
+        out = inner(*args, **kwargs)
+        spent.append(time.perf_counter() - start)
+        return out
+
+    model.estimate_epr = timed_estimate  # instance attribute: measures, changes nothing
+    try:
+        recognizer.classify(crops[:64])  # warm-up
+        spent.clear()
+        total = _timed(lambda: recognizer.classify(crops))
+    finally:
+        del model.estimate_epr
+    return sum(spent) / total
+
+
+def latency_ms(recognizer: Recognizer, photo: Path, repeats: int) -> tuple[float, float, int]:
+    """(median ms, best ms, faces found) of ``predict(photo)`` after two warm-up calls."""
+    faces = len(recognizer.predict(photo, progress=False).faces)
+    times = [_timed(lambda: recognizer.predict(photo, progress=False)) for _ in range(repeats + 2)]
+    return 1000 * statistics.median(times[2:]), 1000 * min(times[2:]), faces
+
+
+def run_fer(python: str, photo: Path, crops: np.ndarray, folder: Path, repeats: int) -> dict:
+    crops_path = folder / "crops.npy"
+    np.save(crops_path, crops)
+    result = subprocess.run(
+        [python, "-c", FER_SCRIPT, str(photo), str(crops_path), str(repeats)],
+        capture_output=True, text=True, timeout=1800,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"fer run failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--faces", type=int, default=640, help="pre-cropped faces to classify")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (best is kept)")
+    parser.add_argument("--latency-repeats", type=int, default=20)
+    parser.add_argument("--fer-python", help="a python with the fer package installed")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    torch.manual_seed(0)
+    crops, crop_source = load_faces(args.faces)
+    faces = list(crops)
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        photo = make_photo(folder)
+        models = {
+            "LRDif stage 2 (T=4)": LRDifStage2(config=LRDifConfig(), pretrained=False),
+            "ResNet-18": ResNet18(),
+        }
+        for name, model in models.items():
+            path = folder / f"{model.registry_name}.safetensors"
+            save_checkpoint(path, model.eval(), meta={})
+            recognizer = Recognizer.from_checkpoint(path, device="cpu", batch_size=64)
+            row = {"faces_per_s": faces_per_second(recognizer, faces, args.repeats)}
+            row["latency_ms"], row["latency_best_ms"], row["faces_found"] = latency_ms(
+                recognizer, photo, args.latency_repeats)
+            if model.registry_name == "lrdif_s2":
+                row["diffusion_share"] = diffusion_share(recognizer, crops[:, None])
+            results[name] = row
+        if args.fer_python:
+            results["fer 25 (TFLite, Haar)"] = run_fer(args.fer_python, photo, crops, folder,
+                                                       args.latency_repeats)
+    print(f"CPU ({os.cpu_count()} cores, load average {load_before:.1f} before and "
+          f"{os.getloadavg()[0]:.1f} after), {args.threads} torch thread(s), {len(faces)} "
+          f"{crop_source}, batch 64; latency: one 640x480 JPEG with one face")
+    print("| model | faces/s (pre-cropped, best) | latency ms (median / best) | faces found "
+          "| time in diffusion loop |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, row in results.items():
+        share = f"{100 * row['diffusion_share']:.1f}%" if "diffusion_share" in row else "-"
+        print(f"| {name} | {row['faces_per_s']:.0f} | {row['latency_ms']:.1f} / "
+              f"{row['latency_best_ms']:.1f} | {row['faces_found']} | {share} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Checkpoints: one ``.safetensors`` file with JSON metadata; loading never unpickles.
+
+A model checkpoint's header metadata holds key ``"lrdif"`` = a JSON document
+``{"format": 1, "model": <MODELS key>, "config": {...}, "class_names": [...],
+"version": "...", "meta": {...}}``. Training state (optimizer moments, counters) uses
+the same container with key ``"lrdif_state"`` = ``{"format": 1, "version", "meta"}``.
+
+A model class in MODELS provides ``registry_name``, ``config_class`` (its config
+dataclass) and is built as ``cls(config=...)``; a class that would otherwise load or
+compute something the checkpoint overwrites (pretrained weights, text embeddings)
+provides ``cls.build_for_checkpoint(config)``, which ``load_model`` prefers.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor, nn
+
+from lrdif import __version__
+from lrdif.config import from_dict, to_dict
+from lrdif.io import atomic_write_bytes
+from lrdif.registry import MODELS
+
+FORMAT = 1
+MODEL_KEY = "lrdif"
+STATE_KEY = "lrdif_state"
+_PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable lrdif checkpoint; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The contents of a model checkpoint."""
+
+    model_name: str
+    config: dict[str, Any]
+    class_names: tuple[str, ...]
+    version: str
+    meta: dict[str, Any]
+    state_dict: dict[str, Tensor]
+
+
+def _pickle_message(path: Path) -> str:
+    return (
+        f"{path} is not a safetensors file; it looks like a PyTorch pickle checkpoint "
+        "(torch.save). lrdif never loads pickles: unpickling runs code stored in the file, "
+        "so a crafted checkpoint can execute anything on your machine. If you trust the "
+        "file, convert it once: build the model, "
+        "model.load_state_dict(torch.load(path, weights_only=True)), then "
+        "lrdif.checkpoint.save_checkpoint('model.safetensors', model)."
+    )
+
+
+def _read_document(path: str | Path, key: str) -> tuple[Path, dict[str, Any]]:
+    """Check the container and return our JSON document under metadata ``key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise CheckpointError(_pickle_message(path))
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    # safetensors: u64 little-endian header length, then a JSON object ('{').
+    size = path.stat().st_size
+    n = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+    if len(head) < 9 or head[8:9] != b"{" or not 0 < n <= min(size - 8, _MAX_HEADER):
+        if head[:2] == b"PK" or head[:1] == b"\x80":  # torch zip archive / raw pickle
+            raise CheckpointError(_pickle_message(path))
+        raise CheckpointError(f"{path} is not a safetensors checkpoint (unrecognised header)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: damaged safetensors file ({exc})") from exc
+    if key not in metadata:
+        found = ", ".join(sorted(metadata)) or "none"
+        other = {MODEL_KEY: "a model checkpoint", STATE_KEY: "a training-state file"}
+        hint = next((f"; it is {v}" for k, v in other.items() if k in metadata), "")
+        raise CheckpointError(
+            f"{path} is a safetensors file without lrdif metadata {key!r} "
+            f"(metadata keys: {found}){hint}"
+        )
+    try:
+        document = json.loads(metadata[key])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc
+    if document.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {document.get('format')!r}, this lrdif reads {FORMAT}"
+        )
+    return path, document
+
+
+def _read_tensors(path: Path) -> dict[str, Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+
+
+def _write(path: str | Path, tensors: dict[str, Tensor], key: str, document: dict) -> None:
+    # safetensors stores dense, unshared tensors: copy each one out (channels_last
+    # weights and tied parameters are otherwise refused).
+    plain = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    data = safetensors_bytes(plain, metadata={key: json.dumps(document, sort_keys=True)})
+    atomic_write_bytes(path, data)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
+    """Write ``model`` (state dict, registry name, config, class names) atomically.
+
+    ``meta``: anything JSON-serialisable (metrics, data-set manifest, commit, ...).
+    """
+    document = {
+        "format": FORMAT,
+        "model": model.registry_name,
+        "config": to_dict(model.config),
+        "class_names": list(model.class_names),
+        "version": __version__,
+        "meta": meta or {},
+    }
+    _write(path, model.state_dict(), MODEL_KEY, document)
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a model checkpoint without building the model."""
+    path, doc = _read_document(path, MODEL_KEY)
+    missing = [k for k in ("model", "config", "class_names") if k not in doc]
+    if missing:
+        raise CheckpointError(f"{path}: lrdif metadata lacks {missing}")
+    return Checkpoint(
+        model_name=doc["model"],
+        config=doc["config"],
+        class_names=tuple(doc["class_names"]),
+        version=doc.get("version", "unknown"),
+        meta=doc.get("meta", {}),
+        state_dict=_read_tensors(path),
+    )
+
+
+def _list(names: list[str], limit: int = 8) -> str:
+    """All names when few; else a count per top-level module and the first few names."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    groups: dict[str, int] = {}
+    for name in names:
+        top = name.split(".", 1)[0]
+        groups[top] = groups.get(top, 0) + 1
+    summary = ", ".join(f"{top}.* ({n})" for top, n in groups.items())
+    return f"{len(names)} keys in {summary}; first: {', '.join(names[:3])}"
+
+
+def load_weights(model: nn.Module, state_dict: dict[str, Tensor], *, source: str) -> None:
+    """Strictly load ``state_dict`` into ``model``; a mismatch names the offending keys."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(
+        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in set(expected) & set(state_dict)
+        if state_dict[k].shape != expected[k].shape
+    )
+    if missing or unexpected or misshaped:
+        parts = [
+            f"{label}: {_list(keys)}"
+            for label, keys in (
+                ("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)
+            )
+            if keys
+        ]
+        raise CheckpointError(
+            f"{source} does not fit this {type(model).__name__} (a checkpoint of another "
+            f"architecture or configuration): " + "; ".join(parts)
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", *, expect: str | None = None
+) -> nn.Module:
+    """Rebuild the model stored in ``path`` (MODELS entry + config), load it, eval mode.
+
+    ``expect``: the MODELS key the caller needs (e.g. ``"lrdif_s1"`` to start stage 2);
+    another model in the file is an error that names both.
+    """
+    import lrdif.models  # noqa: F401  (registers every model)
+
+    ckpt = load_checkpoint(path)
+    if expect is not None and ckpt.model_name != expect:
+        raise CheckpointError(
+            f"{path} holds a {ckpt.model_name!r} model, but a {expect!r} model is needed"
+        )
+    try:
+        cls = MODELS.get(ckpt.model_name)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: {exc.args[0]}") from None
+    config = from_dict(cls.config_class, ckpt.config, where=f"{path} config")
+    build = getattr(cls, "build_for_checkpoint", None)
+    model = build(config) if build is not None else cls(config=config)
+    load_weights(model, ckpt.state_dict, source=str(path))
+    return model.to(device).eval()
+
+
+def save_state(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    """Write named tensors plus JSON ``meta`` (e.g. optimizer state, epoch) atomically."""
+    _write(path, tensors, STATE_KEY, {"format": FORMAT, "version": __version__, "meta": meta})
+
+
+def load_state(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read a file written by :func:`save_state`: (tensors, meta)."""
+    path, doc = _read_document(path, STATE_KEY)
+    return _read_tensors(path), doc.get("meta", {})

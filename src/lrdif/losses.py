@@ -1,0 +1,50 @@
+"""The losses of the paper: Eq. 13 (cross-entropy), Eq. 17 (L_kl on EPRs), Eq. 18 (total)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Eq. 13, averaged over the batch (the paper's sum over N divided by N).
+
+    logits (B, K); targets (B,) class indices, or (B, K) class probabilities (e.g. the
+    FERPlus vote distribution), where y_ic of Eq. 13 is the probability of class c.
+    Computed in float32 so a reduced-precision forward keeps an exact loss.
+    """
+    if targets.ndim == 2:
+        if targets.shape != logits.shape:
+            raise ValueError(
+                f"soft targets {tuple(targets.shape)} must match logits {tuple(logits.shape)}"
+            )
+        return F.cross_entropy(logits.float(), targets.float())
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"targets must be (B,) indices or (B, K) probabilities for logits "
+            f"{tuple(logits.shape)}, got {tuple(targets.shape)}"
+        )
+    return F.cross_entropy(logits.float(), targets.long())
+
+
+def epr_kl(epr_teacher: Tensor, epr_student: Tensor) -> Tensor:
+    """Eq. 17: sum_i P(i) log(P(i) / Q(i)), P = softmax(Z) of stage 1, Q = softmax(Z') of
+    stage 2, over the C dimensions of the EPR, averaged over the batch.
+
+    The printed Eq. 17 has Z_norm in both numerator and denominator (which is always
+    0); the text defines the second as the stage-2 EPR, which is what is computed here.
+    epr_teacher, epr_student: (B, C). The teacher is the target: no gradient flows to it.
+    """
+    if epr_teacher.shape != epr_student.shape or epr_teacher.ndim != 2:
+        raise ValueError(
+            f"EPRs must both be (B, C), got {tuple(epr_teacher.shape)} and "
+            f"{tuple(epr_student.shape)}"
+        )
+    log_p = F.log_softmax(epr_teacher.detach().float(), dim=1)
+    log_q = F.log_softmax(epr_student.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+def total_loss(ce: Tensor, kl: Tensor) -> Tensor:
+    """Eq. 18: L_total = L_ce + L_kl."""
+    return ce + kl

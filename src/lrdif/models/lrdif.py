@@ -1,0 +1,312 @@
+"""The LRDif stage wrappers (paper Sec. 3, Fig. 2): the models that are trained and saved.
+
+- :class:`LRDifStage1` (MODELS ``lrdif_s1``, Fig. 2a): Z = FPEN_S1(Concat(E_L(y), E_I(x)))
+  (Eq. 1) guides the UDCformer (Eq. 2-12); trained with L_ce (Eq. 13). Needs the label.
+- :class:`LRDifStage2` (MODELS ``lrdif_s2``, Fig. 2b): x_S2 = FPEN_S2(E_I(x)) (Eq. 15)
+  conditions a T-step reverse diffusion (Eq. 16) that estimates the EPR Z'_0 for the
+  UDCformer; trained with L_total = L_ce + L_kl (Eq. 17, 18) against a frozen copy of
+  FPEN_S1 (the teacher). At inference it uses no label and never calls the teacher.
+
+Both take images (B, C_in, H, W) in [0, 1], normalise them once and feed the same
+normalised, channels_last tensor to E_I and to the UDCformer. The exact meaning of the
+diffusion options (parameterisation, insert noise) is in docs/model.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from lrdif.diffusion.denoiser import Denoiser, reverse_process
+from lrdif.diffusion.schedule import BetaSchedule, NoiseSchedule, Parameterization
+from lrdif.losses import cross_entropy, epr_kl, total_loss
+from lrdif.models.encoders import (
+    IMAGE_MEAN,
+    IMAGE_STD,
+    build_image_encoder,
+    build_label_encoder,
+)
+from lrdif.models.fpen import FPENS1, FPENS2
+from lrdif.models.udcformer import UDCformer, UDCformerConfig
+from lrdif.registry import MODELS
+
+FERPLUS_CLASSES = (
+    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
+)
+
+
+class ModelOutput(NamedTuple):
+    """What every model in MODELS returns (a tuple, so tracing and ONNX export accept it).
+
+    logits (B, K); features (B, D) before the classifier; epr (B, C) the EPR the
+    UDCformer used (Z in stage 1, Z'_0 in stage 2); epr_teacher (B, C) the frozen
+    stage-1 Z (stage 2, only when labels were given), else None.
+    """
+
+    logits: Tensor
+    features: Tensor
+    epr: Tensor | None
+    epr_teacher: Tensor | None
+
+
+@dataclass
+class DiffusionConfig:
+    """The stage-2 prior (Sec. 3.3); ignored by stage 1. See docs/model.md."""
+
+    timesteps: int = 4  # T; Fig. 6: accuracy saturates at 4
+    beta_schedule: BetaSchedule = "linear_sqrt"
+    beta_start: float = 0.1
+    beta_end: float = 0.99
+    parameterization: Parameterization = "x0"  # what the denoiser predicts: Z_0 or the noise
+    insert_noise: bool = True  # training chain starts from a sample of q(Z_T | Z) (Table 5 V3)
+    use_diffusion: bool = True  # False: x_S2 is the EPR (Table 5 S2-V1)
+
+
+@dataclass
+class LRDifConfig:
+    """Architecture and stage-2 options of LRDif; stored in every checkpoint."""
+
+    image_size: int = 48
+    in_channels: int = 1
+    class_names: tuple[str, ...] = FERPLUS_CLASSES
+    epr_dim: int = 128  # C
+    image_encoder: str = "conv"
+    image_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    label_encoder: str = "minilm"
+    label_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    fpen_layers: int = 2
+    udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
+
+    def __post_init__(self) -> None:
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if len(self.class_names) < 2 or len(set(self.class_names)) != len(self.class_names):
+            raise ValueError(f"need >= 2 distinct class names, got {self.class_names}")
+        if self.epr_dim < 1:
+            raise ValueError(f"epr_dim must be positive, got {self.epr_dim}")
+
+
+class _LRDifBase(nn.Module):
+    """What both stages share: config, input normalisation, FPEN_S1 and UDCformer builders."""
+
+    config_class = LRDifConfig
+
+    def __init__(self, *, config: LRDifConfig) -> None:
+        super().__init__()
+        self.config = config
+        shape = (1, config.in_channels, 1, 1)
+        self.register_buffer("mean", torch.full(shape, IMAGE_MEAN), persistent=False)
+        self.register_buffer("std", torch.full(shape, IMAGE_STD), persistent=False)
+
+    @classmethod
+    def build_for_checkpoint(cls, config: LRDifConfig) -> _LRDifBase:
+        """The architecture of ``config`` with nothing computed that a checkpoint overwrites
+        (no pretrained weights loaded, no text encoder run); used by ``load_model``."""
+        return cls(config=config, pretrained=False)  # type: ignore[call-arg]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.config.class_names)
+
+    def _build_fpen_s1(self, pretrained: bool) -> FPENS1:
+        c = self.config
+        return FPENS1(
+            image_encoder=self._build_image_encoder(pretrained),
+            label_encoder=build_label_encoder(
+                c.label_encoder, class_names=c.class_names, pretrained=pretrained,
+                kwargs=c.label_encoder_kwargs,
+            ),
+            epr_dim=c.epr_dim,
+            num_layers=c.fpen_layers,
+        )
+
+    def _build_image_encoder(self, pretrained: bool) -> nn.Module:
+        c = self.config
+        return build_image_encoder(
+            c.image_encoder, in_channels=c.in_channels, pretrained=pretrained,
+            kwargs=c.image_encoder_kwargs,
+        )
+
+    def _build_udcformer(self) -> UDCformer:
+        c = self.config
+        return UDCformer(
+            config=c.udcformer, in_channels=c.in_channels, image_size=c.image_size,
+            num_classes=len(c.class_names), epr_dim=c.epr_dim,
+        )
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """images (B, C_in, H, W) in [0, 1] -> normalised, channels_last."""
+        c = self.config
+        if images.ndim != 4 or images.shape[1] != c.in_channels:
+            raise ValueError(
+                f"expected images (B, {c.in_channels}, H, W) in [0, 1], got {tuple(images.shape)}"
+            )
+        x = (images - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+@MODELS.register("lrdif_s1")
+class LRDifStage1(_LRDifBase):
+    """Stage 1 (Fig. 2a): FPEN_S1 (with the label) + UDCformer, trained with L_ce.
+
+    ``pretrained=False`` skips what a checkpoint overwrites (pretrained CLIP weights,
+    text embeddings of the class prompts); ``load_model`` builds models that way.
+    """
+
+    registry_name = "lrdif_s1"
+
+    def __init__(self, *, config: LRDifConfig | None = None, pretrained: bool = True) -> None:
+        super().__init__(config=config or LRDifConfig())
+        self.fpen_s1 = self._build_fpen_s1(pretrained)
+        self.udcformer = self._build_udcformer()
+
+    def forward(
+        self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
+    ) -> ModelOutput:
+        """images (B, C_in, H, W); labels (B,) or (B, K) required; landmarks (B, P, 2) or None."""
+        if labels is None:
+            raise ValueError("stage 1 needs the labels: its EPR Z is computed from them (Eq. 1)")
+        x = self.normalize(images)
+        z = self.fpen_s1(x, labels)  # (B, C), Eq. 1
+        logits, features = self.udcformer(x, z, landmarks)  # (B, K), (B, D)
+        return ModelOutput(logits=logits, features=features, epr=z, epr_teacher=None)
+
+    def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
+        """{"total", "ce"}: Eq. 13 averaged over the batch."""
+        ce = cross_entropy(output.logits, labels)
+        return {"total": ce, "ce": ce}
+
+
+@MODELS.register("lrdif_s2")
+class LRDifStage2(_LRDifBase):
+    """Stage 2 (Fig. 2b): FPEN_S2 + denoiser + UDCformer, with FPEN_S1 frozen as teacher.
+
+    Build it from a trained stage 1 with :meth:`from_stage1`. The teacher's weights are
+    part of the state dict (a stage-2 checkpoint is self-contained); they never train
+    and the teacher stays in eval mode. ``use_diffusion=False`` builds no denoiser.
+    ``pretrained`` as in :class:`LRDifStage1`.
+    """
+
+    registry_name = "lrdif_s2"
+
+    def __init__(self, *, config: LRDifConfig | None = None, pretrained: bool = True) -> None:
+        super().__init__(config=config or LRDifConfig())
+        c = self.config
+        self.teacher = self._build_fpen_s1(pretrained).requires_grad_(False).eval()
+        self.fpen_s2 = FPENS2(
+            image_encoder=self._build_image_encoder(pretrained), epr_dim=c.epr_dim,
+            num_layers=c.fpen_layers,
+        )
+        d = c.diffusion
+        self.denoiser = Denoiser(epr_dim=c.epr_dim) if d.use_diffusion else None
+        self.schedule = NoiseSchedule.build(
+            timesteps=d.timesteps, beta_schedule=d.beta_schedule, beta_start=d.beta_start,
+            beta_end=d.beta_end,
+        )
+        self.inference_schedule = self.schedule
+        self.udcformer = self._build_udcformer()
+
+    @classmethod
+    def from_stage1(
+        cls,
+        stage1: LRDifStage1,
+        *,
+        diffusion: DiffusionConfig | None = None,
+        loss: Literal["ce", "total"] | None = None,
+    ) -> LRDifStage2:
+        """Stage 2 initialised from a trained stage 1 (DiffIR's recipe).
+
+        UDCformer: copied. Teacher: a frozen copy of FPEN_S1. FPEN_S2: E_I and the
+        layers copied from FPEN_S1, the first layer restricted to its E_I columns
+        (:meth:`FPENS2.init_from_fpen_s1`). Denoiser: fresh. ``diffusion`` and ``loss``
+        replace the stage-1 config's entries when given.
+        """
+        config = dataclasses.replace(
+            stage1.config,
+            diffusion=diffusion if diffusion is not None else stage1.config.diffusion,
+            loss=loss if loss is not None else stage1.config.loss,
+        )
+        model = cls(config=config, pretrained=False)
+        model.teacher.load_state_dict(stage1.fpen_s1.state_dict())
+        model.fpen_s2.init_from_fpen_s1(stage1.fpen_s1)
+        model.udcformer.load_state_dict(stage1.udcformer.state_dict())
+        device = next(stage1.parameters()).device
+        return model.to(device)
+
+    def train(self, mode: bool = True) -> LRDifStage2:
+        super().train(mode)
+        self.teacher.eval()  # frozen: never in training mode
+        return self
+
+    def set_inference_steps(self, steps: int) -> None:
+        """Run the inference chain in ``steps`` steps (Fig. 6), re-spaced over the trained
+        noise range (:meth:`NoiseSchedule.respaced`); training always uses the trained T."""
+        if self.denoiser is None:
+            raise ValueError("this stage-2 model has no diffusion (use_diffusion=False)")
+        self.inference_schedule = self.schedule.respaced(steps)
+
+    def estimate_epr(self, x_s2: Tensor, z_teacher: Tensor | None) -> Tensor:
+        """Z'_0 (B, C) from the condition x_S2 (B, C); see docs/model.md for the settings.
+
+        Training (``self.training``): the chain starts from the teacher's Z, noised to
+        step T (insert_noise) or scaled to the mean of q(Z_T | Z) (no inserted noise),
+        and runs the trained T steps with gradients. Otherwise: it starts from
+        Z_T = 0, the mean of N(0, I), and runs the inference schedule, deterministic.
+        """
+        if self.denoiser is None:
+            return x_s2  # Table 5 S2-V1: FPEN_S2's output is the EPR
+        d = self.config.diffusion
+        if self.training:
+            if z_teacher is None:
+                raise ValueError("stage-2 training needs labels: the chain starts from Z")
+            T = self.schedule.timesteps
+            if d.insert_noise:
+                z_T = self.schedule.add_noise(z_teacher, torch.randn_like(z_teacher), T)
+            else:
+                z_T = self.schedule.mean_at(z_teacher, T)
+            schedule = self.schedule
+        else:
+            z_T = torch.zeros_like(x_s2)
+            schedule = self.inference_schedule
+        return reverse_process(
+            self.denoiser, schedule, x_s2=x_s2, z_T=z_T, parameterization=d.parameterization
+        )
+
+    def forward(
+        self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
+    ) -> ModelOutput:
+        """images (B, C_in, H, W); landmarks (B, P, 2) or None; labels (B,) / (B, K) or None.
+
+        Labels are needed in training (the chain starts from the teacher's Z) and give
+        ``epr_teacher`` for L_kl whenever present; inference needs none.
+        """
+        x = self.normalize(images)
+        x_s2 = self.fpen_s2(x)  # (B, C), Eq. 15
+        z_teacher = None
+        if labels is not None:
+            with torch.no_grad():
+                z_teacher = self.teacher(x, labels)  # (B, C), Eq. 1, frozen
+        epr = self.estimate_epr(x_s2, z_teacher)  # (B, C), Eq. 16 x T
+        logits, features = self.udcformer(x, epr, landmarks)
+        return ModelOutput(logits=logits, features=features, epr=epr, epr_teacher=z_teacher)
+
+    def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
+        """{"total", "ce", "kl"}: "kl" (Eq. 17) whenever the teacher's Z is in ``output``;
+        "total" is Eq. 18 (loss="total") or the cross-entropy alone (loss="ce", S2-V2)."""
+        ce = cross_entropy(output.logits, labels)
+        out = {"ce": ce}
+        if output.epr_teacher is not None:
+            out["kl"] = epr_kl(output.epr_teacher, output.epr)
+        if self.config.loss == "total":
+            if "kl" not in out:
+                raise ValueError("loss='total' needs epr_teacher: call forward with labels")
+            out["total"] = total_loss(ce, out["kl"])
+        else:
+            out["total"] = ce
+        return out

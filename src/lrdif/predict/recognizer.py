@@ -1,0 +1,408 @@
+"""The application API: ``Recognizer().predict(x)`` -> one record per face.
+
+``x`` may be a path to an image, a video or a folder, a list of those, a PIL
+image, a numpy array or encoded image bytes. Faces are found (``detect=True``),
+cut out as the model's input (:func:`~lrdif.predict.faces.crop_faces`), batched
+across images and video frames, and classified by a trained checkpoint: stage 2
+of LRDif (paper Sec. 3.3: the EPR comes from the reverse diffusion chain, no
+label needed) or a baseline.
+
+Each record is a dict with the keys users of fer and deepface know::
+
+    source            file path, or "<array 0>", "<bytes 1>", "<PIL 2>" for in-memory inputs
+    frame, time       video frame index and seconds (None for still images)
+    box               [x, y, w, h] in the picture's pixels
+    face_confidence   detector score in (0, 1) (None without detection)
+    emotions          {class name: probability}, in the model's class order
+    dominant_emotion  the most probable class
+    error             None, NO_FACE for a picture without a face, or why the input failed
+
+A bad input never raises: it becomes a record whose ``error`` names the file
+and the problem, and the other inputs still run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lrdif.data.images import MAX_PIXELS, ImageError, read_image
+from lrdif.io import atomic_write
+from lrdif.predict.faces import FaceDetector, WholeImageDetector, crop_faces
+from lrdif.predict.video import VideoError, frame_count, is_video, iter_frames
+from lrdif.registry import FACE_DETECTORS, LANDMARKS
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / (
+    "lrdif_s2_udc_ferplus.safetensors"
+)
+NO_FACE = "no face detected"
+# What lrdif.data.images decodes; other files in a folder (labels, notes) are skipped.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".mpo"})
+RECORD_KEYS = (
+    "source", "frame", "time", "box", "face_confidence", "emotions", "dominant_emotion", "error",
+)
+_AUTO_PROGRESS = 32  # pictures (images + sampled frames) from which the bar shows by default
+_PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pixels than this
+
+
+class NoDefaultWeightsError(FileNotFoundError):
+    """``Recognizer()`` was called but this version ships no trained default model."""
+
+
+class Predictions(list):
+    """A list of face records (dicts) with exports; ``class_names`` fixes the column order."""
+
+    def __init__(self, records: Iterable[dict[str, Any]] = (), *, class_names: Iterable[str]):
+        super().__init__(records)
+        self.class_names = tuple(class_names)
+
+    @property
+    def faces(self) -> list[dict[str, Any]]:
+        """Records that hold a classified face."""
+        return [r for r in self if r["error"] is None]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """Records of inputs that could not be read (pictures without a face are not failures)."""
+        return [r for r in self if r["error"] not in (None, NO_FACE)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Flat rows: box as box_x/box_y/box_w/box_h, one probability column per class."""
+        out = []
+        for r in self:
+            box = r["box"] or [None] * 4
+            emotions = r["emotions"] or {}
+            row = {"source": r["source"], "frame": r["frame"], "time": r["time"]}
+            row.update(zip(("box_x", "box_y", "box_w", "box_h"), box, strict=True))
+            row["face_confidence"] = r["face_confidence"]
+            row["dominant_emotion"] = r["dominant_emotion"]
+            row.update({name: emotions.get(name) for name in self.class_names})
+            row["error"] = r["error"]
+            out.append(row)
+        return out
+
+    def to_dataframe(self) -> Any:
+        """A pandas DataFrame of :meth:`rows` (needs pandas: ``pip install pandas``)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError(
+                "Predictions.to_dataframe() needs pandas; install it with `pip install pandas` "
+                "(or use to_csv() / to_json(), which need nothing extra)"
+            ) from exc
+        columns = ["source", "frame", "time", "box_x", "box_y", "box_w", "box_h",
+                   "face_confidence", "dominant_emotion", *self.class_names, "error"]
+        return pd.DataFrame(self.rows(), columns=columns)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The records as a JSON list (written atomically to ``path`` when given)."""
+        text = json.dumps(list(self), indent=2) + "\n"
+        if path is not None:
+            with atomic_write(path, "w") as handle:
+                handle.write(text)
+        return text
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """:meth:`rows` as CSV with a header (written atomically to ``path`` when given)."""
+        rows = self.rows()
+        buffer = io.StringIO()
+        columns = list(rows[0]) if rows else ["source", *self.class_names, "error"]
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        if path is not None:
+            with atomic_write(path, "w") as handle:
+                handle.write(buffer.getvalue())
+        return buffer.getvalue()
+
+
+@dataclass
+class Picture:
+    """One still image or video frame on its way through :meth:`Recognizer.iter_predict`.
+
+    ``image`` is the decoded RGB or grey uint8 picture (None where decoding failed);
+    ``records`` its face records, complete once the picture is yielded.
+    """
+
+    source: str
+    frame: int | None
+    time: float | None
+    image: np.ndarray | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Input:
+    source: str
+    payload: Any  # Path, bytes, PIL image or numpy array
+    video: bool = False
+
+
+def _record(
+    source: str, frame: int | None = None, time: float | None = None, **values: Any
+) -> dict[str, Any]:
+    record = dict.fromkeys(RECORD_KEYS)
+    record.update(source=source, frame=frame, time=time, **values)
+    return record
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for, but PyTorch sees no CUDA GPU")
+    return resolved
+
+
+class Recognizer:
+    """Facial expression recognition on photos, folders and videos with a trained checkpoint.
+
+    ``weights``: a checkpoint made by ``lrdif train`` (stage-2 LRDif or a baseline);
+    None means the default model shipped in the package, which this version does not
+    have yet (an error says so rather than run untrained weights). ``detector``: a
+    ``FACE_DETECTORS`` name or any :class:`FaceDetector`. ``simulate_udc``: a display
+    preset (``"toled"``, ``"poled"``) through which each face crop is passed before the
+    model, as UDC-FERPlus was made from clean crops, to show a display's effect (the
+    noise of each face is seeded by its source, frame and index: reruns agree).
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        *,
+        device: str = "auto",
+        detector: str | FaceDetector = "haar",
+        batch_size: int = 64,
+        simulate_udc: str | None = None,
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        from lrdif.checkpoint import load_checkpoint, load_model
+
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if weights is None:
+            if not DEFAULT_WEIGHTS.is_file():
+                raise NoDefaultWeightsError(
+                    "no trained default model is shipped in this version of lrdif "
+                    f"(expected {DEFAULT_WEIGHTS}). Train one with `lrdif train` and pass "
+                    "its checkpoint: Recognizer.from_checkpoint('runs/.../best.safetensors') "
+                    "or `lrdif predict --weights CKPT ...`"
+                )
+            weights = DEFAULT_WEIGHTS
+        self.weights = Path(weights)
+        self.device = _resolve_device(device)
+        model = load_model(self.weights, device=self.device)
+        if model.registry_name == "lrdif_s1":
+            raise ValueError(
+                f"{self.weights}: a stage-1 LRDif checkpoint needs the true label to build its "
+                "prior (paper Sec. 3.2), so it cannot recognise new faces; train stage 2 from "
+                "it and pass that checkpoint"
+            )
+        model.eval()
+        if self.device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.class_names: tuple[str, ...] = tuple(model.class_names)
+        size = model.config.image_size
+        self.image_size: tuple[int, int] = (size, size) if isinstance(size, int) else tuple(size)
+        self.in_channels: int = model.config.in_channels
+        # A model trained with detected landmarks (paper Sec. 3.2, DILnetwork) gets them
+        # from the same source at inference; "learned" means the model's own maps.
+        source = (load_checkpoint(self.weights).meta.get("dataset") or {}).get(
+            "landmarks", "learned")
+        self.landmarks = None if source == "learned" else LANDMARKS.build(source)
+        self.detector: FaceDetector = (
+            FACE_DETECTORS.build(detector) if isinstance(detector, str) else detector
+        )
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        self.simulator = None
+        if simulate_udc is not None:
+            from lrdif.udc.degrade import UDCConfig, UDCSimulator
+
+            # The simulator's defaults for that display: what `lrdif synthesize` applies
+            # to 48x48 crops by default (a face 300 sensor pixels wide, 32 dB).
+            self.simulator = UDCSimulator(UDCConfig(display=simulate_udc))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **options: Any) -> Recognizer:
+        """A recognizer on a checkpoint made by ``lrdif train`` (options as the constructor's)."""
+        return cls(path, **options)
+
+    def predict(
+        self, x: Any, *, detect: bool = True, every: int = 1, progress: bool | None = None
+    ) -> Predictions:
+        """Face records for ``x`` (see the module docstring), in input order.
+
+        ``detect=False`` treats each picture as one face crop. ``every``: keep every
+        n-th video frame. ``progress``: a tqdm bar; None shows it from 32 pictures on.
+        """
+        records = [r for p in self.iter_predict(x, detect=detect, every=every,
+                                                progress=progress) for r in p.records]
+        return Predictions(records, class_names=self.class_names)
+
+    def iter_predict(
+        self, x: Any, *, detect: bool = True, every: int = 1, progress: bool | None = None
+    ) -> Iterator[Picture]:
+        """Like :meth:`predict`, but yields each :class:`Picture` with its records as soon
+        as its batch is done (for streaming long videos or drawing annotations)."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        inputs = _expand(x)
+        detector = self.detector if detect else WholeImageDetector()
+        total = sum(
+            math.ceil(frame_count(i.payload) / every) if i.video else 1 for i in inputs
+        )
+        show = total >= _AUTO_PROGRESS if progress is None else progress
+        bar = tqdm(total=total or None, unit="img", disable=not show, desc="lrdif predict")
+        pending: list[Picture] = []
+        crops: list[np.ndarray] = []
+        keys: list[str] = []  # one per crop, for the UDC simulator's per-image noise
+        pixels = 0
+        try:
+            for picture in self._pictures(inputs, every):
+                bar.update(1)
+                pending.append(picture)
+                if picture.image is not None:
+                    pixels += picture.image.size
+                    faces = self._detect(picture, detector)
+                    if faces is not None:
+                        crops.append(faces)
+                        keys += [f"{picture.source}#{picture.frame}#{i}"
+                                 for i in range(len(faces))]
+                if len(keys) >= self.batch_size or pixels >= _PENDING_PIXELS:
+                    yield from self._flush(pending, crops, keys)
+                    pending, crops, keys, pixels = [], [], [], 0
+            yield from self._flush(pending, crops, keys)
+        finally:
+            bar.close()
+
+    def _detect(self, picture: Picture, detector: FaceDetector) -> np.ndarray | None:
+        """Fill ``picture.records`` with its faces (or NO_FACE); return their crops."""
+        faces = detector.detect(picture.image)
+        if not faces:
+            picture.records = [_record(picture.source, picture.frame, picture.time,
+                                       error=NO_FACE)]
+            return None
+        picture.records = [
+            _record(picture.source, picture.frame, picture.time, box=list(f.box),
+                    face_confidence=f.confidence)
+            for f in faces
+        ]
+        return crop_faces(picture.image, [f.box for f in faces], size=self.image_size,
+                          channels=self.in_channels, margin=detector.margin)
+
+    def _flush(
+        self, pending: list[Picture], crops: list[np.ndarray], keys: list[str]
+    ) -> Iterator[Picture]:
+        """Classify the buffered crops and hand back the buffered pictures, completed."""
+        faces = [r for picture in pending for r in picture.records if r["error"] is None]
+        if faces:
+            batch = np.concatenate(crops)
+            if self.simulator is not None:
+                batch = self._degrade(batch, keys)
+            for record, p in zip(faces, self.classify(batch), strict=True):
+                record["emotions"] = {c: float(v) for c, v in zip(self.class_names, p,
+                                                                    strict=True)}
+                record["dominant_emotion"] = self.class_names[int(np.argmax(p))]
+        yield from pending
+
+    def _degrade(self, crops: np.ndarray, keys: list[str]) -> np.ndarray:
+        """(N, C, H, W) uint8 crops through the UDC simulator, which takes (N, H, W[, 3])."""
+        degraded = self.simulator.degrade(_channels_last(crops), keys)
+        return degraded[:, None] if degraded.ndim == 3 else degraded.transpose(0, 3, 1, 2)
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """Model-sized face crops uint8 ``(N, C_in, H, W)`` -> probabilities ``(N, K)``.
+
+        Runs in batches of ``batch_size`` with no labels: for LRDif stage 2 the EPR is
+        estimated by the reverse diffusion chain (paper Eq. 15-16), deterministic from Z_T = 0.
+        Landmarks, where the checkpoint was trained with them, come from the crops.
+        """
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                chunk = crops[start : start + self.batch_size]
+                images = torch.from_numpy(chunk).to(self.device).float().div_(255.0)
+                if self.device.type == "cpu":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                landmarks = None
+                if self.landmarks is not None:
+                    points = self.landmarks.detect(_channels_last(chunk))  # (B, P, 2)
+                    landmarks = torch.from_numpy(points).to(self.device)
+                logits = self.model(images, landmarks=landmarks).logits.float()
+                out.append(torch.softmax(logits, dim=1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def _pictures(self, inputs: list[_Input], every: int) -> Iterator[Picture]:
+        """Decode the inputs in order; a failure becomes a picture with one error record."""
+        for item in inputs:
+            if isinstance(item.payload, Exception):
+                yield _failed(item.source, str(item.payload))
+            elif item.video:
+                try:
+                    for frame, time, image in iter_frames(
+                        item.payload, every=every, max_pixels=self.max_pixels
+                    ):
+                        yield Picture(item.source, frame, time, image)
+                except (VideoError, OSError) as exc:
+                    yield _failed(item.source, str(exc))
+            else:
+                try:
+                    image = read_image(item.payload, max_pixels=self.max_pixels,
+                                       name=item.source)
+                except (ImageError, OSError) as exc:
+                    yield _failed(item.source, str(exc))
+                else:
+                    yield Picture(item.source, None, None, image)
+
+
+def _channels_last(crops: np.ndarray) -> np.ndarray:
+    """uint8 (N, C, H, W) -> (N, H, W) for grey or (N, H, W, 3), the numpy image layout."""
+    return np.ascontiguousarray(crops[:, 0] if crops.shape[1] == 1 else crops.transpose(0, 2, 3, 1))
+
+
+def _failed(source: str, message: str) -> Picture:
+    return Picture(source, None, None, None, [_record(source, error=message)])
+
+
+def _expand(x: Any) -> list[_Input]:
+    """Flatten ``x`` into inputs: folders become their image and video files (sorted)."""
+    items = list(x) if isinstance(x, (list, tuple)) else [x]
+    out: list[_Input] = []
+    for index, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            path = Path(item)
+            if path.is_dir():
+                files = sorted(
+                    p for p in path.rglob("*")
+                    if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_video(p))
+                )
+                out += [_Input(str(p), p, is_video(p)) for p in files]
+            elif path.is_file():
+                out.append(_Input(str(path), path, is_video(path)))
+            else:
+                out.append(_Input(str(path), FileNotFoundError(f"{path}: no such file or folder")))
+        elif isinstance(item, (bytes, bytearray, memoryview)):
+            out.append(_Input(f"<bytes {index}>", bytes(item)))
+        elif isinstance(item, np.ndarray):
+            out.append(_Input(f"<array {index}>", item))
+        elif type(item).__module__.startswith("PIL."):
+            out.append(_Input(f"<PIL {index}>", item))
+        else:
+            raise TypeError(
+                f"cannot predict on input {index} of type {type(item).__name__}: expected a "
+                "path, a folder, a video, a PIL image, a numpy array or encoded image bytes"
+            )
+    return out

@@ -1,0 +1,203 @@
+"""Prior encoders E_I and E_L: the offline conv / MiniLM / learned ones and real CLIP loading.
+
+CLIP is tested on a tiny randomly initialised CLIP (model and tokenizer) that the test
+saves with ``save_pretrained`` and that the encoders load through the same
+``from_pretrained`` code users run on a downloaded CLIP.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from lrdif.models import encoders
+from lrdif.models.encoders import (
+    DEFAULT_PROMPT,
+    ConvImageEncoder,
+    build_image_encoder,
+    build_label_encoder,
+)
+
+FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+
+
+# --------------------------------------------------------------------------- conv / learned
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 48), (3, 112)])
+def test_conv_image_encoder_shapes(channels: int, size: int) -> None:
+    enc = build_image_encoder("conv", in_channels=channels, pretrained=True, kwargs={})
+    for batch in (1, 8):
+        out = enc(torch.randn(batch, channels, size, size))
+        assert out.shape == (batch, enc.out_dim)
+
+
+def test_conv_image_encoder_is_cheap_at_48() -> None:
+    enc = ConvImageEncoder(in_channels=1)
+    with FlopCounterMode(display=False) as counter:
+        enc(torch.randn(1, 1, 48, 48))
+    assert 10e6 < counter.get_total_flops() < 100e6  # "tens of MFLOPs"
+
+
+def test_learned_label_encoder_hard_and_soft_labels() -> None:
+    enc = build_label_encoder("learned", class_names=FERPLUS, pretrained=True, kwargs={"dim": 16})
+    labels = torch.tensor([0, 3, 7])
+    hard = enc(labels)
+    assert hard.shape == (3, 16)
+    assert torch.allclose(enc(F.one_hot(labels, 8).float()), hard)
+    mix = torch.zeros(1, 8)
+    mix[0, 1] = mix[0, 2] = 0.5
+    assert torch.allclose(enc(mix), 0.5 * (enc(torch.tensor([1])) + enc(torch.tensor([2]))))
+
+
+def test_bad_encoder_names_and_kwargs() -> None:
+    with pytest.raises(KeyError, match=r"image:conv"):
+        build_image_encoder("resnet", in_channels=1, pretrained=True, kwargs={})
+    with pytest.raises(ValueError, match="widthz"):
+        build_image_encoder("conv", in_channels=1, pretrained=True, kwargs={"widthz": [8]})
+    with pytest.raises(ValueError, match="model"):  # clip needs its model path
+        build_label_encoder("clip", class_names=FERPLUS, pretrained=True, kwargs={})
+    with pytest.raises(ValueError, match=r"\{label\}"):
+        encoders.class_prompts(FERPLUS, "a face")
+
+
+# --------------------------------------------------------------------------- MiniLM
+
+
+def test_minilm_label_encoder_loads_and_separates_classes() -> None:
+    enc = build_label_encoder("minilm", class_names=FERPLUS, pretrained=True, kwargs={})
+    table = enc.embeddings
+    assert table.shape == (8, encoders.MINILM_DIM)
+    assert torch.allclose(table.norm(dim=1), torch.ones(8), atol=1e-4)
+    cos = table @ table.T
+    off_diagonal = cos[~torch.eye(8, dtype=torch.bool)]
+    assert off_diagonal.max() < 0.98  # eight different prompts, eight different vectors
+    # Semantics, not noise: the same prompt embeds the same way again.
+    again = encoders.minilm_embeddings([DEFAULT_PROMPT.format(label="happiness")])
+    assert torch.allclose(again[0], table[1], atol=1e-5)
+    assert torch.equal(enc(torch.tensor([2, 5])), table[[2, 5]])
+
+
+def test_text_embeddings_are_restored_without_the_text_model(monkeypatch) -> None:
+    enc = build_label_encoder("minilm", class_names=FERPLUS, pretrained=True, kwargs={})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text encoder must not run when loading")
+
+    monkeypatch.setattr(encoders, "minilm_embeddings", refuse)
+    empty = build_label_encoder("minilm", class_names=FERPLUS, pretrained=False, kwargs={})
+    assert not torch.equal(empty.embeddings, enc.embeddings)
+    empty.load_state_dict(enc.state_dict())
+    assert torch.equal(empty.embeddings, enc.embeddings)
+
+
+# --------------------------------------------------------------------------- CLIP
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised CLIP and a character-level CLIP tokenizer, saved like a hub model."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-clip")
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in "abcdefghijklmnopqrstuvwxyz":
+        vocab[ch] = len(vocab)
+        vocab[ch + "</w>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    tokenizer.save_pretrained(path)
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64,
+            "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "image_size": 32, "patch_size": 8,
+        },
+        projection_dim=24,
+    )
+    CLIPModel(config).save_pretrained(path)
+    assert json.loads((path / "config.json").read_text())["projection_dim"] == 24
+    return path
+
+
+def test_clip_image_encoder_loads_a_saved_clip(tiny_clip: Path) -> None:
+    from transformers import CLIPModel
+
+    enc = build_image_encoder("clip", in_channels=3, pretrained=True,
+                              kwargs={"model": str(tiny_clip)})
+    assert enc.out_dim == 24
+    assert not any(p.requires_grad for p in enc.parameters())  # frozen
+    enc.train()
+    assert not enc.training
+    images = torch.rand(2, 3, 48, 48)
+    normalised = (images - encoders.IMAGE_MEAN) / encoders.IMAGE_STD
+    out = enc(normalised)
+    assert out.shape == (2, 24)
+    # Independent reference: CLIP's own image features on CLIP-normalised 32x32 pixels.
+    reference = CLIPModel.from_pretrained(tiny_clip).eval()
+    pixels = F.interpolate(images, size=(32, 32), mode="bilinear", antialias=True)
+    mean = torch.tensor(encoders.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(encoders.CLIP_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference.visual_projection(
+            reference.vision_model(pixel_values=(pixels - mean) / std).pooler_output
+        )
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_clip_image_encoder_grey_equals_replicated_rgb(tiny_clip: Path) -> None:
+    grey = build_image_encoder("clip", in_channels=1, pretrained=True,
+                               kwargs={"model": str(tiny_clip)})
+    rgb = build_image_encoder("clip", in_channels=3, pretrained=True,
+                              kwargs={"model": str(tiny_clip)})
+    x = torch.randn(2, 1, 48, 48)
+    assert torch.allclose(grey(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-6)
+
+
+def test_clip_image_encoder_rebuilds_from_config_only(tiny_clip: Path) -> None:
+    trained = build_image_encoder("clip", in_channels=3, pretrained=True,
+                                  kwargs={"model": str(tiny_clip)})
+    skeleton = build_image_encoder("clip", in_channels=3, pretrained=False,
+                                   kwargs={"model": str(tiny_clip)})
+    x = torch.randn(1, 3, 32, 32)
+    assert not torch.allclose(skeleton(x), trained(x))
+    skeleton.load_state_dict(trained.state_dict())
+    assert torch.equal(skeleton(x), trained(x))
+
+
+def test_clip_label_encoder_embeds_prompts(tiny_clip: Path) -> None:
+    from transformers import AutoTokenizer, CLIPModel
+
+    enc = build_label_encoder("clip", class_names=FERPLUS, pretrained=True,
+                              kwargs={"model": str(tiny_clip)})
+    assert enc.embeddings.shape == (8, 24)
+    # Independent reference through CLIPModel.get_text_features.
+    model = CLIPModel.from_pretrained(tiny_clip).eval()
+    tokens = AutoTokenizer.from_pretrained(tiny_clip)(
+        [DEFAULT_PROMPT.format(label=n) for n in FERPLUS], padding=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        feats = model.get_text_features(**tokens)
+    feats = getattr(feats, "pooler_output", feats)
+    assert torch.allclose(enc.embeddings, F.normalize(feats, dim=1), atol=1e-5)
+    cos = enc.embeddings @ enc.embeddings.T
+    assert cos[~torch.eye(8, dtype=torch.bool)].max() < 0.9999
+    skeleton = build_label_encoder("clip", class_names=FERPLUS, pretrained=False,
+                                   kwargs={"model": str(tiny_clip)})
+    skeleton.load_state_dict(enc.state_dict())
+    assert torch.equal(skeleton.embeddings, enc.embeddings)
+
+
+def test_missing_clip_gives_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match="cannot load a CLIP model"):
+        build_image_encoder("clip", in_channels=3, pretrained=True,
+                            kwargs={"model": str(tmp_path / "nowhere")})

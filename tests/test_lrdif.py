@@ -1,0 +1,188 @@
+"""The stage wrappers: shapes, gradients, the teacher, the diffusion settings, the demo."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2
+from lrdif.models.landmarks import FACE_MESH_POINTS
+from lrdif.models.udcformer import UDCformerConfig
+
+SMALL = UDCformerConfig(dims=(8, 16, 32), dt_heads=(1, 1, 2), dt_blocks=(1, 1, 1),
+                        dil_heads=(1, 2, 2), fusion_dim=32, fusion_depth=1, fusion_heads=2)
+SEVEN = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
+
+
+def _config(size: int = 48, channels: int = 1, classes: tuple[str, ...] | None = None,
+            **changes) -> LRDifConfig:
+    config = LRDifConfig(image_size=size, in_channels=channels, label_encoder="learned")
+    if classes is not None:
+        config = dataclasses.replace(config, class_names=classes)
+    return dataclasses.replace(config, **changes)
+
+
+@pytest.fixture(scope="module")
+def stage1() -> LRDifStage1:
+    """The default architecture (for gradients: every parameter of the real model)."""
+    torch.manual_seed(0)
+    return LRDifStage1(config=_config())
+
+
+@pytest.fixture(scope="module")
+def small() -> LRDifStage1:
+    """A small UDCformer, for behaviour that does not depend on the network's size."""
+    torch.manual_seed(0)
+    return LRDifStage1(config=_config(udcformer=SMALL, epr_dim=32))
+
+
+def _landmarks(batch: int) -> torch.Tensor:
+    """Face-mesh points for the first half of the batch, none (NaN) for the rest."""
+    points = torch.rand(batch, FACE_MESH_POINTS, 2) * 0.6 + 0.2
+    points[batch // 2 :] = float("nan")
+    return points
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "classes"), [(48, 1, None), (112, 3, SEVEN)],
+    ids=["48x48x1-8cls", "112x112x3-7cls"],
+)
+def test_shapes(size: int, channels: int, classes: tuple[str, ...] | None) -> None:
+    torch.manual_seed(0)
+    s1 = LRDifStage1(config=_config(size, channels, classes))
+    s2 = LRDifStage2.from_stage1(s1)
+    k, c = len(s1.class_names), s1.config.epr_dim
+    s1.eval()
+    s2.eval()
+    with torch.inference_mode():
+        for batch in (1, 8):
+            images = torch.rand(batch, channels, size, size)
+            labels = torch.randint(0, k, (batch,))
+            out1 = s1(images, labels=labels)
+            assert out1.logits.shape == (batch, k) and out1.epr.shape == (batch, c)
+            assert out1.features.shape[0] == batch and out1.epr_teacher is None
+            out2 = s2(images)
+            assert out2.logits.shape == (batch, k) and out2.epr.shape == (batch, c)
+            assert out2.epr_teacher is None
+            assert s2(images, labels=labels).epr_teacher.shape == (batch, c)
+
+
+def test_stage1_every_parameter_gets_a_gradient(stage1: LRDifStage1) -> None:
+    stage1.train()
+    stage1.zero_grad()
+    images, labels = torch.rand(4, 1, 48, 48), torch.tensor([0, 3, 5, 7])
+    out = stage1(images, labels=labels, landmarks=_landmarks(4))
+    stage1.loss(out, labels)["total"].backward()
+    for name, p in stage1.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_stage2_gradients_reach_everything_but_the_teacher(stage1: LRDifStage1) -> None:
+    s2 = LRDifStage2.from_stage1(stage1)
+    s2.train()
+    assert not s2.teacher.training  # frozen teacher stays in eval mode
+    images, labels = torch.rand(4, 1, 48, 48), torch.tensor([1, 2, 4, 6])
+    out = s2(images, labels=labels, landmarks=_landmarks(4))
+    losses = s2.loss(out, labels)
+    assert set(losses) == {"total", "ce", "kl"}
+    assert losses["total"].item() == pytest.approx((losses["ce"] + losses["kl"]).item())
+    losses["total"].backward()
+    trainable = {n: p for n, p in s2.named_parameters() if p.requires_grad}
+    assert any(n.startswith("denoiser.") for n in trainable)
+    for name, p in trainable.items():
+        assert not name.startswith("teacher."), name
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    for name, p in s2.teacher.named_parameters():
+        assert not p.requires_grad and p.grad is None, name
+
+
+def test_from_stage1_copies_weights(small: LRDifStage1) -> None:
+    s2 = LRDifStage2.from_stage1(small)
+    for name, tensor in small.udcformer.state_dict().items():
+        assert torch.equal(s2.udcformer.state_dict()[name], tensor), name
+    for name, tensor in small.fpen_s1.state_dict().items():
+        assert torch.equal(s2.teacher.state_dict()[name], tensor), name
+    # Copies, not shared tensors: stage-2 training cannot change stage 1.
+    w1 = small.udcformer.classifier.weight
+    assert s2.udcformer.classifier.weight.data_ptr() != w1.data_ptr()
+
+
+def test_stage2_inference_is_deterministic_and_needs_no_teacher(small: LRDifStage1) -> None:
+    s2 = LRDifStage2.from_stage1(small).eval()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inference must not call the teacher")
+
+    s2.teacher.forward = refuse  # type: ignore[method-assign]
+    images = torch.rand(3, 1, 48, 48)
+    with torch.inference_mode():
+        a, b = s2(images), s2(images)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.epr, b.epr)
+
+
+def test_insert_noise_setting(small: LRDifStage1) -> None:
+    images, labels = torch.rand(2, 1, 48, 48), torch.tensor([0, 1])
+    noisy = LRDifStage2.from_stage1(small, diffusion=DiffusionConfig(insert_noise=True)).train()
+    quiet = LRDifStage2.from_stage1(small, diffusion=DiffusionConfig(insert_noise=False)).train()
+    quiet.load_state_dict(noisy.state_dict())
+    with torch.no_grad():
+        # With inserted noise the training chain starts from a random Z_T ...
+        assert not torch.equal(noisy(images, labels=labels).epr, noisy(images, labels=labels).epr)
+        # ... without, from sqrt(alpha_bar_T) Z: the same every time.
+        assert torch.equal(quiet(images, labels=labels).epr, quiet(images, labels=labels).epr)
+
+
+def test_parameterizations_and_inference_steps(small: LRDifStage1) -> None:
+    images = torch.rand(2, 1, 48, 48)
+    s2 = LRDifStage2.from_stage1(small, diffusion=DiffusionConfig(parameterization="x0")).eval()
+    eps = LRDifStage2.from_stage1(small, diffusion=DiffusionConfig(parameterization="eps"))
+    eps.load_state_dict(s2.state_dict())
+    with torch.no_grad():
+        # The same weights read as a Z_0 estimate or as a noise estimate: other EPRs.
+        assert not torch.allclose(s2(images).epr, eps.eval()(images).epr)
+        four = s2(images).epr
+        s2.set_inference_steps(8)
+        assert s2.inference_schedule.timesteps == 8 and s2.schedule.timesteps == 4
+        eight = s2(images).epr
+        assert eight.shape == four.shape and not torch.equal(eight, four)
+        s2.set_inference_steps(4)
+        assert torch.equal(s2(images).epr, four)
+
+
+def test_no_diffusion_uses_fpen_s2_directly_and_ce_loss(small: LRDifStage1) -> None:
+    s2 = LRDifStage2.from_stage1(
+        small, diffusion=DiffusionConfig(use_diffusion=False), loss="ce"
+    ).train()
+    assert s2.denoiser is None
+    images, labels = torch.rand(2, 1, 48, 48), torch.tensor([3, 4])
+    out = s2(images, labels=labels)
+    with torch.no_grad():
+        assert torch.allclose(out.epr, s2.fpen_s2(s2.normalize(images)))
+    losses = s2.loss(out, labels)
+    assert torch.equal(losses["total"], losses["ce"]) and "kl" in losses
+    with pytest.raises(ValueError, match="no diffusion"):
+        s2.set_inference_steps(2)
+
+
+def test_bad_inputs_are_clear(small: LRDifStage1) -> None:
+    with pytest.raises(ValueError, match="needs the labels"):
+        small(torch.rand(1, 1, 48, 48))
+    with pytest.raises(ValueError, match=r"\(B, 1, H, W\)"):
+        small(torch.rand(1, 3, 48, 48), labels=torch.tensor([0]))
+    s2 = LRDifStage2.from_stage1(small).train()
+    with pytest.raises(ValueError, match="needs labels"):
+        s2(torch.rand(1, 1, 48, 48))
+    with pytest.raises(ValueError, match="in_channels"):
+        LRDifConfig(in_channels=2)
+
+
+def test_default_model_and_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    """The default config (MiniLM label prompts) builds; ``lrdif demo`` runs it honestly."""
+    from lrdif.cli import main
+
+    assert main(["demo"]) == 0
+    printed = capsys.readouterr().out
+    assert "untrained" in printed
+    assert "lrdif_s2" in printed and "parameters" in printed
