@@ -55,7 +55,7 @@ def main() -> None:
         config = UDCConfig(severity=severity)
         rows.append((f"toled {config.snr_db:g} dB", degrade_all(config, images)))
     rows.append(("poled 32 dB", degrade_all(UDCConfig(display="poled"), images)))
-    title = "clean vs UDC, face_px 300: 48 px grey, 112 px RGB, lights"
+    title = f"clean vs UDC, face_px {UDCConfig().face_px:g}: 48 px grey, 112 px RGB, lights"
     atomic_write_bytes(FIGURES / "udc_grid.png", grid_figure(rows, title))
 
     rows = [("clean", images)]

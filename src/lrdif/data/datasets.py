@@ -519,7 +519,8 @@ class KDEF(FERDataset):
         images: list[tuple[str, re.Match[str]]] = []
         misnamed: list[str] = []
         for path in sorted(root.rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
+            hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+            if path.suffix.lower() not in IMAGE_SUFFIXES or hidden:
                 continue
             relpath = path.relative_to(root).as_posix()
             match = _KDEF_NAME.fullmatch(path.stem)

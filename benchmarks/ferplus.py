@@ -1,0 +1,309 @@
+"""The FERPlus benchmark of issue 4: clean FERPlus and UDC-FERPlus (T-OLED), every method.
+
+    python benchmarks/ferplus.py throughput [--steps 30]      # images/s + matmul peak
+    python benchmarks/ferplus.py full [--smoke N]              # hours on 2 CPU cores
+
+``full``: synthesises UDC-FERPlus from ``../shared/data/ferplus`` with ``lrdif synthesize``,
+trains ResNet-18, LRDif stage 1, LRDif stage 2 and stage 2 without diffusion (Table 5
+S2-V1) with the CPU recipes (``src/lrdif/configs/cpu_*.yaml``) on both, selects every
+run on the validation split, measures the test split (8-class majority protocol), runs
+the Table 5 ablation and the Fig. 6 iterations study on UDC-FERPlus, and writes
+``benchmarks/results/ferplus.md`` and ``ferplus.json``. Every finished run is reused and
+every killed one resumed, so re-running the command continues where it stopped.
+
+``--smoke N`` runs the same pipeline on the first N images of each split for one epoch
+(a check of the script, not a result); its outputs go to ``benchmarks/work/smoke``.
+It is not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lrdif.checkpoint import load_checkpoint
+from lrdif.config import load_config
+from lrdif.evaluate import plots
+from lrdif.evaluate.studies import (
+    evaluate_checkpoint,
+    run_ablation,
+    steps_curve,
+    table5_markdown,
+)
+from lrdif.io import atomic_write, atomic_write_json
+from lrdif.train.config import TrainConfig
+from lrdif.train.loop import git_commit, train
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "results"
+SOURCE = REPO.parent / "shared" / "data" / "ferplus"
+FERPLUS_DIRS = ("FER2013Train", "FER2013Valid", "FER2013Test")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), load average {load:.1f} at start")
+
+
+def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a big torch.mm (2 n^3 per product): 2048^2 float32 on CPU, 8192^2 on GPU."""
+    n, repeats = (2048, 10) if device == "cpu" else (8192, 20)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def train_flops_per_image(model: torch.nn.Module, size: int) -> float:
+    """Training FLOPs of one image: 3x the forward count of FlopCounterMode (backward ~ 2x
+    forward). The backward is not counted directly because torch's counter ignores the
+    groups of a grouped convolution's backward, overcounting depthwise convs ~10x."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model.train()
+    x = torch.rand(16, model.config.in_channels, size, size)
+    y = torch.arange(16) % len(model.class_names)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x, labels=y)
+    return 3 * counter.get_total_flops() / 16
+
+
+def _config(name: str, overrides: list[str]) -> TrainConfig:
+    return load_config(TrainConfig, name, overrides)
+
+
+def run_train(config: TrainConfig, out: Path) -> Path:
+    """Train (or resume, or reuse a finished run) and return its best checkpoint."""
+    best, last = out / "best.safetensors", out / "last.safetensors"
+    if last.is_file() and load_checkpoint(last).meta.get("epoch", 0) >= config.epochs:
+        return best
+    train(config, out, resume=(out / "resume.safetensors").is_file())
+    return best
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def throughput(args: argparse.Namespace) -> None:
+    from lrdif.checkpoint import load_model
+
+    work = HERE / "work" / "throughput"
+    shutil.rmtree(work, ignore_errors=True)
+    data = args.data
+    if args.synthetic:  # a machine without FERPlus (the GPU machine): same layout and size
+        sys.path.insert(0, str(REPO / "tests"))
+        from test_train_fixtures import make_ferplus
+
+        sizes = {"train": args.synthetic, "valid": 512, "test": 16}
+        data = make_ferplus(work / "synthetic-ferplus", sizes, size=48)
+    peak = matmul_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32)
+    limit = args.steps * 64
+    rows = []
+    overrides = [f"data.root={data}", "epochs=1", f"limit_train={limit}",
+                 "save_every_steps=0", f"device={args.device}", f"bf16={str(args.bf16).lower()}",
+                 *args.override]
+    for method, config_name in (("resnet18", "cpu_resnet18"), ("lrdif_s1", "cpu_s1"),
+                                ("lrdif_s2", "cpu_s2")):
+        extra = [f"model.init_from={work / 'lrdif_s1' / 'best.safetensors'}"] \
+            if method == "lrdif_s2" else []
+        own = [o for o in overrides if not (method != "lrdif_s1" and o.startswith("model."))]
+        config = _config(config_name, own + extra)
+        result = train(config, work / method)
+        rate = result.history[-1]["train_images_per_s"]
+        model = load_model(work / method / "best.safetensors")
+        flops = train_flops_per_image(model, 48)
+        rows.append({"method": method, "config": config_name, "images_per_s": rate,
+                     "train_gflop_per_image": flops / 1e9,
+                     "fraction_of_peak": rate * flops / peak,
+                     "epoch_time_s_full_ferplus": 25045 / rate})
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else machine()
+    report = {"date": datetime.date.today().isoformat(), "commit": git_commit(),
+              "machine": device, "matmul_peak_gflops": peak / 1e9, "bf16": args.bf16,
+              "steps": args.steps, "batch_size": 64, "rows": rows,
+              "command": "python benchmarks/ferplus.py throughput " + " ".join(sys.argv[2:])}
+    results = args.results or RESULTS
+    atomic_write_json(results / "throughput.json", report)
+    lines = [
+        f"# Training throughput on FERPlus 48x48 ({args.device})", "",
+        f"- Command: `{report['command']}`",
+        f"- Date: {report['date']}, commit {report['commit']}",
+        f"- Machine: {report['machine']}",
+        f"- Matrix-multiply peak ({'bf16' if args.bf16 else 'float32'} torch.mm, same run): "
+        f"{report['matmul_peak_gflops']:.1f} GFLOP/s",
+        f"- Each model: the real training loop (`lrdif.train.loop.train`, augmentation, "
+        f"channels_last, Adam) for {args.steps} steps of batch 64 on FERPlus train "
+        "(first images); images/s excludes validation.", "",
+        "| model | config | train images/s | train GFLOP/image (3x forward) | fraction of matmul "
+        "peak | implied FERPlus epoch (25,045 images) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['config']} | {r['images_per_s']:.1f} | "
+                     f"{r['train_gflop_per_image']:.2f} | {100 * r['fraction_of_peak']:.1f}% | "
+                     f"{r['epoch_time_s_full_ferplus'] / 60:.1f} min |")
+    with atomic_write(results / "throughput.md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- full
+
+
+def subset_copy(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` rows of each FERPlus split (labels and images): the smoke data."""
+    if (dst / FERPLUS_DIRS[-1] / "label.csv").is_file():
+        return dst
+    for folder in FERPLUS_DIRS:
+        rows = (src / folder / "label.csv").read_text().splitlines()[:n]
+        (dst / folder).mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            name = row.split(",", 1)[0]
+            shutil.copyfile(src / folder / name, dst / folder / name)
+        (dst / folder / "label.csv").write_text("\n".join(rows) + "\n")
+    return dst
+
+
+def synthesize(src: Path, dst: Path) -> Path:
+    """UDC-FERPlus (T-OLED, seed 0) by the project's own command; resumable."""
+    subprocess.run(
+        [sys.executable, "-m", "lrdif", "synthesize", "--dataset", "ferplus", "--src", str(src),
+         "--dst", str(dst), "--display", "toled", "--seed", "0"],
+        check=True,
+    )
+    return dst
+
+
+def full(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    smoke = args.smoke is not None
+    work = HERE / "work" / ("smoke" if smoke else "full")
+    results = work if smoke else RESULTS
+    clean = subset_copy(args.data, work / "ferplus", args.smoke) if smoke else args.data
+    sets = {"clean": clean, "udc_toled": synthesize(clean, work / "udc-ferplus-toled")}
+    base = [] if not smoke else ["epochs=1", "save_every_steps=0"]
+    accuracy: dict[str, dict[str, float]] = {}
+    detail: dict[str, Any] = {}
+    histories: dict[str, list] = {}
+    for name, root in sets.items():
+        out = work / name
+        common = [*base, f"data.root={root}"]
+        r18 = run_train(_config("cpu_resnet18", common), out / "resnet18")
+        s1 = run_train(_config("cpu_s1", common), out / "lrdif_s1")
+        s2_config = _config("cpu_s2", [*common, f"model.init_from={s1}"])
+        variants = ["S2-V1", "S2-V2", "S2-V3", "S2-V4"] if name == "udc_toled" \
+            else ["S2-V1", "S2-V3"]
+        rows = run_ablation(s2_config, out / "ablation", variants=variants)
+        data = s2_config.data
+        r18_eval = evaluate_checkpoint(r18, data, "test", cache_dir=out / "landmarks")
+        by_method = {"resnet18": r18_eval.summary,
+                     "lrdif_s2_no_dm": rows[1]["test"],
+                     "lrdif_s2": next(r["test"] for r in rows if r["method"] == "LRDif_S2-V3")}
+        accuracy[name] = {m: round(100 * s["accuracy"], 2) for m, s in by_method.items()}
+        detail[name] = {"methods": by_method, "table5": rows}
+        for run in ("resnet18", "lrdif_s1", "ablation/S2-V1", "ablation/S2-V3"):
+            lines = (out / run / "metrics.jsonl").read_text().splitlines()
+            histories[f"{name}/{run}"] = [json.loads(x) for x in lines]
+        best_s2 = out / "ablation" / "S2-V3" / "best.safetensors"
+        ev = evaluate_checkpoint(best_s2, data, "test", cache_dir=out / "landmarks")
+        plots.plot_confusion_matrix(ev.summary["confusion_matrix"], ev.split.class_names,
+                                    results / f"confusion_lrdif_s2_{name}.png",
+                                    title=f"LRDif stage 2, {name} test")
+        if name == "udc_toled":
+            detail["fig6"] = steps_curve(ev.model, ev.split, [1, 2, 4, 8, 16])
+            plots.plot_steps_curve([r["steps"] for r in detail["fig6"]],
+                                   [r["accuracy"] for r in detail["fig6"]],
+                                   results / "fig6_steps.png", trained_steps=4)
+    plots.plot_learning_curves(histories, results / "learning_curves.png")
+    atomic_write_json(results / "ferplus.json", accuracy)
+    atomic_write_json(results / "ferplus_detail.json", detail)
+    report = render(accuracy, detail, histories, time.perf_counter() - started, smoke)
+    with atomic_write(results / "ferplus.md", "w") as handle:
+        handle.write(report)
+    print(report)
+
+
+def render(accuracy: dict, detail: dict, histories: dict, wall_s: float, smoke: bool) -> str:
+    methods = ["resnet18", "lrdif_s2_no_dm", "lrdif_s2"]
+    lines = [
+        "# FERPlus and UDC-FERPlus (T-OLED) benchmark" + (" - SMOKE RUN, not a result"
+                                                          if smoke else ""), "",
+        f"- Command: `python benchmarks/ferplus.py {' '.join(sys.argv[1:])}`",
+        f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}, commit {git_commit()}",
+        f"- Machine: {machine()}",
+        f"- Wall time: {wall_s / 3600:.2f} h",
+        "- Protocol: 8-class majority labels, FER2013Test, every run selected on FER2013Valid.",
+        "", "## Test accuracy (%)", "",
+        "| method | clean FERPlus | UDC-FERPlus | drop |", "| --- | --- | --- | --- |",
+    ]
+    for m in methods:
+        c, u = accuracy["clean"][m], accuracy["udc_toled"][m]
+        lines.append(f"| {m} | {c:.2f} | {u:.2f} | {c - u:.2f} |")
+    lines += ["", "Paper: LRDif 87.13 (FERPlus), 84.89 (UDC-FERPlus).", "",
+              "## Table 5 analogue (UDC-FERPlus, test split)", "",
+              table5_markdown(detail["udc_toled"]["table5"]), "",
+              "## Fig. 6 analogue (UDC-FERPlus, LRDif stage 2)", "",
+              "| iterations | accuracy (%) |", "| --- | --- |"]
+    lines += [f"| {r['steps']} | {100 * r['accuracy']:.2f} |" for r in detail["fig6"]]
+    lines += ["", "![Fig. 6](fig6_steps.png)", "",
+              "## Confusion matrices", "", "![clean](confusion_lrdif_s2_clean.png)",
+              "![UDC](confusion_lrdif_s2_udc_toled.png)", "",
+              "## Learning curves and training throughput", "", "![curves](learning_curves.png)",
+              "", "| run | epochs | best val acc (%) | mean train images/s | wall (min) |",
+              "| --- | --- | --- | --- | --- |"]
+    for run, h in histories.items():
+        rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
+        wall = sum(r.get("epoch_time_s", 0.0) for r in h) / 60
+        lines.append(f"| {run} | {len(h)} | {100 * max(r['val_accuracy'] for r in h):.2f} | "
+                     f"{sum(rates) / max(len(rates), 1):.1f} | {wall:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SOURCE, help="clean FERPlus root")
+    sub = parser.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("throughput", help="training images/s of each model + matmul peak")
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (and a bf16 matmul peak)")
+    t.add_argument("--synthetic", type=int, default=0, metavar="N",
+                   help="train on N synthetic 48x48 FERPlus-layout images instead of --data")
+    t.add_argument("--override", nargs="*", default=[], metavar="key=value",
+                   help="config overrides for every model ('model.*' ones: stage 1 only)")
+    t.add_argument("--results", type=Path, default=None, help="folder for the reports")
+    f = sub.add_parser("full", help="the whole benchmark (hours)")
+    f.add_argument("--smoke", type=int, default=None, metavar="N",
+                   help="first N images per split, 1 epoch: checks the script")
+    args = parser.parse_args()
+    throughput(args) if args.mode == "throughput" else full(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The paper's studies: checkpoint evaluation, Table 5 (ablation) and Fig. 6 (iterations).
+
+- :func:`evaluate_checkpoint`: a checkpoint on a data-set split -> metrics, logits,
+  features (what ``lrdif evaluate`` prints and plots).
+- :func:`steps_curve` (Fig. 6): accuracy of a stage-2 model when its reverse diffusion
+  runs ``n`` iterations, for each ``n``.
+- :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
+  variant of ``configs/ablation_table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
+  L_ce; S2-V3 diffusion + L_total + inserted noise; S2-V4 diffusion + L_total without),
+  selects each on validation, and measures every row (and S1 with the ground-truth
+  label) on the test split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from lrdif.checkpoint import load_checkpoint, load_model
+from lrdif.config import PACKAGED_CONFIGS, ConfigError, apply_overrides, from_dict, to_dict
+from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
+from lrdif.train import distributed
+from lrdif.train.config import DataSection, TrainConfig
+from lrdif.train.loop import (
+    LABEL_CONDITIONED,
+    SplitData,
+    derive_seed,
+    read_split,
+    split_landmarks,
+    to_split_data,
+    train,
+)
+
+ABLATION_FILE = PACKAGED_CONFIGS / "ablation_table5.yaml"
+_EVAL_SEED = 3
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint measured on a split: metrics plus the raw outputs behind them."""
+
+    summary: dict[str, Any]
+    logits: torch.Tensor  # (N, K) float32
+    features: torch.Tensor  # (N, D) float32
+    split: SplitData
+    model: nn.Module
+
+
+def load_eval_split(
+    data: DataSection, split: str, model: nn.Module, *, device: torch.device, cache_dir: Path
+) -> SplitData:
+    """A split in ``model``'s class indices, with landmarks from ``data.landmarks``."""
+    images, labels, classes = read_split(data, split)
+    ctx = distributed.DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    landmarks = split_landmarks(data.landmarks, images, cache_dir / f"{split}.npz", ctx)
+    return to_split_data(
+        images, labels, classes, tuple(model.class_names), landmarks=landmarks, device=device,
+        where=f"{data.root} (split {split})",
+    )
+
+
+def evaluate_model(model: nn.Module, split: SplitData, *, batch_size: int = 256) -> Evaluation:
+    """Metrics of ``model`` on ``split``; stage 1 gets the true label (Table 5, S1 row)."""
+    torch.manual_seed(derive_seed(_EVAL_SEED))
+    logits, features = run_model(
+        model, split.images, landmarks=split.landmarks,
+        labels=split.labels if model.registry_name in LABEL_CONDITIONED else None,
+        batch_size=batch_size,
+    )
+    cm = confusion_matrix(split.labels.cpu().numpy(), logits.argmax(1).numpy(),
+                          len(split.class_names))
+    return Evaluation(summary=summarize(cm, split.class_names), logits=logits, features=features,
+                      split=split, model=model)
+
+
+def checkpoint_data_section(checkpoint: str | Path, dataset: str, root: str | Path) -> DataSection:
+    """The data section to evaluate ``checkpoint`` on ``dataset`` at ``root``: the
+    training run's reader options and landmark source when the data set is the same."""
+    meta = load_checkpoint(checkpoint).meta
+    trained = meta.get("train_config", {}).get("data", {})
+    same = trained.get("dataset") == dataset
+    return DataSection(
+        dataset=dataset, root=str(root),
+        options=dict(trained.get("options", {})) if same else {},
+        landmarks=trained.get("landmarks", "learned"),
+    )
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path, data: DataSection, split: str, *, device: str = "auto",
+    batch_size: int = 256, cache_dir: Path,
+) -> Evaluation:
+    """Load ``checkpoint`` and measure it on ``split`` of ``data``."""
+    dev = distributed.resolve_device(device)
+    model = load_model(checkpoint, device=dev)
+    return evaluate_model(
+        model, load_eval_split(data, split, model, device=dev, cache_dir=cache_dir),
+        batch_size=batch_size,
+    )
+
+
+def steps_curve(
+    model: nn.Module, split: SplitData, steps: list[int], *, batch_size: int = 256
+) -> list[dict[str, float]]:
+    """Fig. 6: accuracy with the reverse diffusion run for each number of iterations.
+
+    The chain is re-spaced over the trained noise range (``set_inference_steps``); the
+    model's own number of steps is restored afterwards.
+    """
+    if model.registry_name != "lrdif_s2" or getattr(model, "denoiser", None) is None:
+        raise ValueError(
+            f"--steps needs a stage-2 LRDif checkpoint with diffusion; this is a "
+            f"{model.registry_name!r} model"
+            + (" without diffusion (use_diffusion=False)" if model.registry_name == "lrdif_s2"
+               else "")
+        )
+    trained = model.config.diffusion.timesteps
+    rows = []
+    try:
+        for n in steps:
+            model.set_inference_steps(n)
+            s = evaluate_model(model, split, batch_size=batch_size).summary
+            rows.append({"steps": n, "accuracy": s["accuracy"],
+                         "mean_class_accuracy": s["mean_class_accuracy"]})
+    finally:
+        model.set_inference_steps(trained)
+    return rows
+
+
+def ablation_variants(path: Path = ABLATION_FILE) -> dict[str, dict[str, Any]]:
+    """Table 5's stage-2 variants: name -> {"description", "overrides": [key=value ...]}."""
+    try:
+        variants = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the ablation variants ({exc})") from exc
+    for name, v in variants.items():
+        if set(v) != {"description", "overrides"}:
+            raise ConfigError(f"{path}: variant {name} needs exactly description and overrides")
+    return variants
+
+
+def run_ablation(
+    stage2_config: TrainConfig, out_dir: str | Path, *, test_split: str = "test",
+    variants: list[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Table 5 from one stage-1 checkpoint (``stage2_config.model.init_from``).
+
+    Each variant is ``stage2_config`` with its overrides, trained into ``out_dir/<name>``
+    (an existing finished run there is reused), selected on validation, and measured on
+    ``test_split``. Returns one row per method: S1 with ground truth first.
+    """
+    out = Path(out_dir)
+    table = ablation_variants()
+    names = variants or list(table)
+    unknown = sorted(set(names) - set(table))
+    if unknown:
+        raise ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(table)}")
+    data = stage2_config.data
+    stage1 = stage2_config.model.init_from
+    s1 = evaluate_checkpoint(stage1, data, test_split, device=stage2_config.device,
+                             cache_dir=out / "landmarks")
+    rows = [{"method": "LRDif_S1", "description": "stage 1 with the ground-truth label",
+             "test": s1.summary, "best_epoch": None}]
+    for name in names:
+        config = from_dict(
+            TrainConfig, apply_overrides(to_dict(stage2_config), table[name]["overrides"]),
+            where=f"{ABLATION_FILE} {name}",
+        )
+        run = out / name
+        if not (run / "best.safetensors").is_file() or _unfinished(run, config):
+            result = train(config, run, resume=(run / "resume.safetensors").is_file())
+            best_epoch = result.best_epoch
+        else:
+            best_epoch = load_checkpoint(run / "best.safetensors").meta.get("epoch")
+        ev = evaluate_checkpoint(run / "best.safetensors", data, test_split,
+                                 device=config.device, cache_dir=out / "landmarks")
+        rows.append({"method": f"LRDif_{name}", "description": table[name]["description"],
+                     "test": ev.summary, "best_epoch": best_epoch})
+    return rows
+
+
+def _unfinished(run: Path, config: TrainConfig) -> bool:
+    last = run / "last.safetensors"
+    return not last.is_file() or load_checkpoint(last).meta.get("epoch", 0) < config.epochs
+
+
+def table5_markdown(rows: list[dict[str, Any]]) -> str:
+    """Rows of :func:`run_ablation` as the paper's Table 5 (accuracy in %)."""
+    lines = ["| method | variant | test acc. (%) | mean class acc. (%) | macro-F1 |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        t = r["test"]
+        lines.append(f"| {r['method']} | {r['description']} | {100 * t['accuracy']:.2f} | "
+                     f"{100 * t['mean_class_accuracy']:.2f} | {t['macro_f1']:.3f} |")
+    return "\n".join(lines)
+
+
+def subsample(labels: np.ndarray, limit: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``limit`` samples, drawn uniformly without replacement (t-SNE)."""
+    if len(labels) <= limit:
+        return np.arange(len(labels))
+    return np.sort(np.random.default_rng(seed).choice(len(labels), limit, replace=False))
+
+
+__all__ = [
+    "Evaluation",
+    "ablation_variants",
+    "checkpoint_data_section",
+    "evaluate_checkpoint",
+    "evaluate_model",
+    "run_ablation",
+    "steps_curve",
+    "subsample",
+    "table5_markdown",
+]

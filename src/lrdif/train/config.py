@@ -1,0 +1,102 @@
+"""The training config: what ``lrdif train CONFIG [key=value ...]`` reads.
+
+A YAML file (or a packaged name such as ``cpu_s1``) is read into :class:`TrainConfig`
+by :func:`lrdif.config.load_config`; unknown keys are errors. The resolved config is
+stored in every checkpoint, so a run can be repeated from its checkpoint alone.
+
+Stage 1 / baselines name a model and its architecture options; stage 2 names the
+stage-1 checkpoint in ``model.init_from`` and the keyword options of
+``LRDifStage2.from_stage1`` in ``model.stage2`` (paper Sec. 3.3: FPEN_S2, the
+denoiser and the UDCformer are initialised from stage 1, FPEN_S1 is the frozen teacher).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lrdif.config import ConfigError, load_config
+
+
+@dataclass
+class ModelSection:
+    """Which model to train (a MODELS key) and how to build it."""
+
+    name: str = "lrdif_s1"
+    # Fields of the model's config dataclass. in_channels, image_size and class_names are
+    # taken from the data when left out.
+    options: dict[str, Any] = field(default_factory=dict)
+    # Stage 2 only: the stage-1 checkpoint to start from, and from_stage1's keyword options.
+    init_from: str | None = None
+    stage2: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataSection:
+    """The data set (a DATASETS key), its root folder, splits and landmark source."""
+
+    dataset: str = "ferplus"
+    root: str = "../shared/data/ferplus"
+    options: dict[str, Any] = field(default_factory=lambda: {"label_mode": "majority"})
+    train_split: str = "train"
+    val_split: str = "valid"
+    # "learned": the model's learned landmark queries, nothing computed; otherwise a
+    # LANDMARKS detector run once over each split's images and cached under the run folder.
+    landmarks: str = "learned"
+    # Keyword options of lrdif.data.transforms' training augmentation.
+    augment: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimSection:
+    """Adam with (L2) weight decay, as in paper Sec. 4.2, and a per-step LR schedule."""
+
+    lr: float = 3.5e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    # "step" schedule: multiply the LR by step_gamma every step_epochs epochs.
+    step_epochs: int = 30
+    step_gamma: float = 0.1
+    grad_clip: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """One training run: model, data, optimiser and loop settings."""
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    epochs: int = 100
+    batch_size: int = 64  # global batch, split evenly across DDP ranks
+    eval_batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = False  # bf16 autocast for the forward pass (GPU, or CPUs with AMX)
+    channels_last: bool = True
+    # Also save the resume state every N optimiser steps (0: at the end of each epoch only).
+    save_every_steps: int = 0
+    # Use only the first N training images (benchmarks and smoke runs); null: all.
+    limit_train: int | None = None
+    tensorboard: bool = False  # needs the `tensorboard` package
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_every_steps < 0:
+            raise ConfigError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
+        if self.model.name == "lrdif_s2" and not self.model.init_from:
+            raise ConfigError("model.init_from: stage 2 (lrdif_s2) needs a stage-1 checkpoint")
+        if self.model.name != "lrdif_s2" and (self.model.init_from or self.model.stage2):
+            raise ConfigError(
+                f"model.init_from / model.stage2 apply to lrdif_s2 only, not {self.model.name!r}"
+            )
+
+
+def load_train_config(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
+    """Read a training config file (or packaged config name) with ``key=value`` overrides."""
+    return load_config(TrainConfig, name_or_path, list(overrides))

@@ -1,0 +1,128 @@
+"""Evaluation: figures, the Fig. 6 steps study, and the Table 5 ablation runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train_fixtures import config_dict, make_ferplus
+
+from lrdif.checkpoint import load_model
+from lrdif.cli import main as cli
+from lrdif.config import apply_overrides, from_dict, to_dict
+from lrdif.evaluate import plots
+from lrdif.evaluate.studies import (
+    ablation_variants,
+    run_ablation,
+    steps_curve,
+    subsample,
+    table5_markdown,
+)
+from lrdif.train.config import TrainConfig
+from lrdif.train.loop import train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_ferplus(tmp_path_factory.mktemp("fer") / "ferplus")
+
+
+@pytest.fixture(scope="module")
+def stage1(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("s1")
+    train(from_dict(TrainConfig, config_dict("lrdif_s1", data, epochs=1)), out)
+    return out / "best.safetensors"
+
+
+def test_table5_variants_set_the_paper_components() -> None:
+    variants = ablation_variants()
+    assert list(variants) == ["S2-V1", "S2-V2", "S2-V3", "S2-V4"]
+    base = to_dict(from_dict(TrainConfig, {"model": {"name": "lrdif_s2", "init_from": "x"}}))
+    s2 = {name: from_dict(TrainConfig, apply_overrides(base, v["overrides"])).model.stage2
+          for name, v in variants.items()}
+    # (diffusion, loss, inserted noise) of Table 5's rows
+    expected = {"S2-V1": (False, "ce", None), "S2-V2": (True, "ce", False),
+                "S2-V3": (True, "total", True), "S2-V4": (True, "total", False)}
+    for name, (diffusion, loss, noise) in expected.items():
+        assert s2[name]["diffusion"]["use_diffusion"] is diffusion
+        assert s2[name]["loss"] == loss
+        assert s2[name]["diffusion"].get("insert_noise") is noise
+
+
+def test_ablation_runner_trains_each_variant_from_one_stage1(
+    stage1: Path, data: Path, tmp_path: Path
+) -> None:
+    cfg = config_dict("lrdif_s2", data, epochs=1)
+    cfg["model"]["init_from"] = str(stage1)
+    rows = run_ablation(from_dict(TrainConfig, cfg), tmp_path / "ablation",
+                        variants=["S2-V1", "S2-V3"])
+    assert [r["method"] for r in rows] == ["LRDif_S1", "LRDif_S2-V1", "LRDif_S2-V3"]
+    assert all(r["test"]["num_samples"] == 16 for r in rows)
+    v1 = load_model(tmp_path / "ablation" / "S2-V1" / "best.safetensors")
+    v3 = load_model(tmp_path / "ablation" / "S2-V3" / "best.safetensors")
+    assert v1.denoiser is None and v1.config.loss == "ce"
+    assert v3.denoiser is not None and v3.config.diffusion.insert_noise
+    # both started from the same stage 1: identical frozen teachers
+    for key, value in v1.teacher.state_dict().items():
+        assert torch.equal(value, v3.teacher.state_dict()[key])
+    table = table5_markdown(rows)
+    assert table.count("\n") == 4 and "LRDif_S2-V3" in table
+
+
+def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_path: Path) -> None:
+    cfg = config_dict("lrdif_s2", data, epochs=1)
+    cfg["model"]["init_from"] = str(stage1)
+    train(from_dict(TrainConfig, cfg), tmp_path / "s2")
+    from lrdif.evaluate.studies import evaluate_checkpoint
+    from lrdif.train.config import DataSection
+
+    ev = evaluate_checkpoint(tmp_path / "s2" / "best.safetensors",
+                             DataSection(root=str(data)), "test", cache_dir=tmp_path)
+    schedule = ev.model.inference_schedule
+    rows = steps_curve(ev.model, ev.split, [1, 4, 16])
+    assert [r["steps"] for r in rows] == [1, 4, 16]
+    assert ev.model.inference_schedule.timesteps == schedule.timesteps == 4
+    # with T = 4 (the trained chain) the curve reproduces the plain evaluation
+    assert rows[1]["accuracy"] == ev.summary["accuracy"]
+
+
+def test_steps_on_a_model_without_diffusion_is_a_clear_error(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), tmp_path / "r18")
+    code = cli(["evaluate", str(tmp_path / "r18" / "best.safetensors"), "--data", str(data),
+                "--steps", "1,2", "--out", str(tmp_path / "e")])
+    assert code == 1
+    assert "needs a stage-2 LRDif checkpoint with diffusion" in capsys.readouterr().err
+
+
+def test_figures_are_written(tmp_path: Path) -> None:
+    cm = np.array([[3, 1], [0, 4]])
+    assert plots.plot_confusion_matrix(cm, ("a", "b"), tmp_path / "cm.png").stat().st_size > 0
+    emb = np.random.default_rng(0).normal(size=(20, 2))
+    labels = np.arange(20) % 2
+    assert plots.plot_tsne(emb, labels, ("a", "b"), tmp_path / "t.png").stat().st_size > 0
+    assert plots.plot_steps_curve([1, 2, 4], [0.5, 0.6, 0.6], tmp_path / "s.png",
+                                  trained_steps=4).stat().st_size > 0
+    history = [{"epoch": 1, "train_loss": 2.0, "val_accuracy": 0.4},
+               {"epoch": 2, "train_loss": 1.5, "val_accuracy": 0.5}]
+    assert plots.plot_learning_curves({"run": history}, tmp_path / "l.png").stat().st_size > 0
+    assert plots.tsne_embedding(np.random.default_rng(0).normal(size=(30, 8))).shape == (30, 2)
+
+
+def test_subsample_is_bounded_sorted_and_seeded() -> None:
+    labels = np.arange(100) % 3
+    pick = subsample(labels, 10)
+    assert len(pick) == 10 and np.all(np.diff(pick) > 0)
+    assert np.array_equal(pick, subsample(labels, 10))
+    assert np.array_equal(subsample(labels, 200), np.arange(100))

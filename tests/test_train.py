@@ -1,0 +1,186 @@
+"""Training: tiny end-to-end runs of stage 1, stage 2 and the baseline; bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_fixtures import config_dict, make_ferplus, write_config
+
+from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
+from lrdif.cli import main as cli
+from lrdif.config import ConfigError, from_dict
+from lrdif.models.baselines import ResNet18, ResNet18Config
+from lrdif.train.config import TrainConfig, load_train_config
+from lrdif.train.loop import TrainingDiverged, lr_at, train
+from lrdif.udc.synthesize import INFO_DIR, MANIFEST
+
+UDC_MANIFEST = {"settings": {"display": "toled", "seed": 0}, "psf_sha256": ["ab12"]}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny models gain nothing from threads, and on a loaded CI machine OpenMP's
+    # spin-waiting makes a 2-thread step 10x slower than a 1-thread one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_ferplus(tmp_path_factory.mktemp("fer") / "ferplus")
+    # as `lrdif synthesize` leaves it in a UDC data set's root
+    (root / INFO_DIR).mkdir()
+    (root / INFO_DIR / MANIFEST).write_text(json.dumps(UDC_MANIFEST))
+    return root
+
+
+@pytest.fixture(scope="module")
+def stage1(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("s1")
+    train(from_dict(TrainConfig, config_dict("lrdif_s1", data, epochs=3)), out)
+    return out
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stage1_writes_checkpoints_metrics_and_selects_on_validation(stage1: Path) -> None:
+    rows = read_metrics(stage1)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    best = load_checkpoint(stage1 / "best.safetensors")
+    last = load_checkpoint(stage1 / "last.safetensors")
+    assert best.model_name == last.model_name == "lrdif_s1"
+    assert last.meta["epoch"] == 3
+    # best = the first epoch with the highest validation accuracy
+    top = max(r["val_accuracy"] for r in rows)
+    assert best.meta["epoch"] == next(r["epoch"] for r in rows if r["val_accuracy"] == top)
+    meta = best.meta
+    assert meta["train_config"]["model"]["name"] == "lrdif_s1"
+    assert meta["dataset"]["num_train"] == 48 and meta["dataset"]["val_split"] == "valid"
+    assert "FER2013Test" not in json.dumps(meta)  # the test split is never read
+    assert set(meta) >= {"git_commit", "metrics", "val_summary"}
+    assert meta["udc_manifest"] == UDC_MANIFEST
+    assert best.class_names[:4] == ("neutral", "happiness", "surprise", "sadness")
+
+
+def test_stage2_from_stage1_then_evaluate(stage1: Path, data: Path, tmp_path: Path) -> None:
+    cfg = config_dict("lrdif_s2", data, epochs=2)
+    cfg["model"].update(init_from=str(stage1 / "best.safetensors"),
+                        stage2={"diffusion": {"timesteps": 4}, "loss": "total"})
+    config_path = write_config(tmp_path / "s2.yaml", cfg)
+    run = tmp_path / "s2"
+    assert cli(["train", str(config_path), "epochs=2", "--out", str(run)]) == 0
+    rows = read_metrics(run)
+    assert len(rows) == 2 and all(r["train_kl"] >= 0 for r in rows)
+    model = load_model(run / "best.safetensors")
+    assert model.registry_name == "lrdif_s2"
+    # the teacher is stage 1's FPEN_S1, frozen: identical weights after training
+    s1 = load_model(stage1 / "best.safetensors")
+    for name, value in s1.fpen_s1.state_dict().items():
+        assert torch.equal(model.teacher.state_dict()[name], value), name
+
+    report_path = tmp_path / "eval.json"
+    code = cli(["evaluate", str(run / "best.safetensors"), "--dataset", "ferplus", "--data",
+                str(data), "--split", "test", "--json", str(report_path), "--steps", "1,2,4",
+                "--tsne", "--out", str(tmp_path / "eval")])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    assert report["num_samples"] == 16 and 0.0 <= report["accuracy"] <= 1.0
+    assert [r["steps"] for r in report["steps"]] == [1, 2, 4]
+    for figure in ("confusion_matrix", "tsne", "steps"):
+        assert Path(report["figures"][figure]).stat().st_size > 1000
+    assert sum(map(sum, report["confusion_matrix"])) == 16
+
+
+def test_loss_goes_down_for_the_baseline(data: Path, tmp_path: Path) -> None:
+    config = from_dict(TrainConfig, config_dict("resnet18", data, epochs=10,
+                                                optim={"lr": 1e-2}))
+    result = train(config, tmp_path / "r18")
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert result.best_val_accuracy >= 0.5, result.history  # 4 balanced classes: chance 0.25
+
+
+def test_lr_schedules() -> None:
+    cfg = from_dict(TrainConfig, {"epochs": 10, "optim": {"lr": 1.0, "warmup_epochs": 1}})
+    assert lr_at(cfg, 0, 10) == pytest.approx(0.1)  # warm-up: (step + 1) / 10
+    assert lr_at(cfg, 9, 10) == pytest.approx(1.0)
+    assert lr_at(cfg, 55, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4.5 / 9)))
+    step = from_dict(TrainConfig, {"optim": {"lr": 1.0, "schedule": "step", "step_epochs": 2,
+                                             "step_gamma": 0.5}})
+    assert [lr_at(step, s, 10) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: Path, tmp_path: Path) -> None:
+    # epoch 1 at a sane rate; from epoch 2 the rate is 1e30, which blows the weights up
+    cfg = config_dict("resnet18", data, epochs=3,
+                      optim={"schedule": "step", "step_epochs": 1, "step_gamma": 1e30})
+    run = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"NaN or inf.*last good checkpoint"):
+        train(from_dict(TrainConfig, cfg), run)
+    assert load_checkpoint(run / "last.safetensors").meta["epoch"] == 1
+    assert len(read_metrics(run)) == 1
+
+
+def test_packaged_configs_load() -> None:
+    from lrdif.config import PACKAGED_CONFIGS
+
+    names = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml") if p.stem != "ablation_table5")
+    assert {"paper_s1", "paper_s2", "cpu_s1", "cpu_s2", "cpu_resnet18"} <= set(names)
+    for name in names:
+        config = load_train_config(name)
+        assert config.batch_size == 64 and config.optim.weight_decay == 1e-4
+        if name.startswith("paper"):
+            assert config.epochs == 100 and config.optim.lr == 3.5e-4
+
+
+def test_unknown_config_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = write_config(tmp_path / "bad.yaml", {"model": {"name": "resnet18", "optionz": {}}})
+    with pytest.raises(ConfigError, match="optionz"):
+        load_train_config(path)
+    assert cli(["train", str(path), "--out", str(tmp_path / "run")]) == 1
+    assert "unknown key(s) ['optionz']" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="init_from"):
+        from_dict(TrainConfig, {"model": {"name": "lrdif_s2"}})
+
+
+def test_stage2_refuses_a_checkpoint_of_another_architecture(data: Path, tmp_path: Path) -> None:
+    resnet = ResNet18(config=ResNet18Config(in_channels=1, image_size=24, **{
+        k: tuple(v) for k, v in config_dict("resnet18", data)["model"]["options"].items()}))
+    save_checkpoint(tmp_path / "r18.safetensors", resnet)
+    cfg = config_dict("lrdif_s2", data)
+    cfg["model"]["init_from"] = str(tmp_path / "r18.safetensors")
+    with pytest.raises(ValueError, match="'resnet18' checkpoint; stage 2 starts from a stage-1"):
+        train(from_dict(TrainConfig, cfg), tmp_path / "s2")
+
+
+def test_a_class_the_checkpoint_does_not_know_is_an_error(
+    stage1: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from test_train_fixtures import make_folder_dataset
+
+    folder = make_folder_dataset(tmp_path / "other", ("happiness", "sleepy"))
+    code = cli(["evaluate", str(stage1 / "best.safetensors"), "--dataset", "folder",
+                "--data", str(folder), "--split", "test", "--out", str(tmp_path / "e")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "['sleepy']" in err and "does not know" in err
+
+
+def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_folder(
+    data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), run)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), run)
+    with pytest.raises(ConfigError, match=r"differs from the run's at \['optim.lr'\]"):
+        train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1,
+                                                 optim={"lr": 1e-3})), run, resume=True)

@@ -1,0 +1,125 @@
+"""Tiny data sets and configs shared by the training, evaluation and distributed tests.
+
+A FERPlus-layout tree of 24x24 grey PNGs whose class is drawn into the image (a bright
+horizontal band at a class-dependent height, plus noise), so a small model can learn it
+in a few epochs and "the loss goes down" is a meaningful check.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+FERPLUS_SPLITS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
+SIZE = 24
+CLASSES = 4  # neutral, happiness, surprise, sadness of FERPlus' 8
+
+TINY_LRDIF = {
+    "epr_dim": 16,
+    "label_encoder": "learned",
+    "label_encoder_kwargs": {"dim": 8},
+    "image_encoder_kwargs": {"widths": [8, 16], "blocks": [1, 1]},
+    "udcformer": {
+        "dims": [8, 16, 32], "dt_heads": [1, 1, 2], "dt_blocks": [1, 1, 1],
+        "dil_heads": [1, 2, 2], "fusion_dim": 16, "fusion_depth": 1, "fusion_heads": 2,
+    },
+}
+TINY_RESNET = {"widths": [8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
+
+
+def band_image(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    image = rng.integers(0, 60, (size, size)).astype(np.uint8)
+    band = size // CLASSES
+    image[label * band : (label + 1) * band, :] += 150
+    return image
+
+
+def make_ferplus(
+    root: Path, sizes: dict[str, int] | None = None, seed: int = 0, size: int = SIZE
+) -> Path:
+    """FERPlus layout (label.csv with 10 vote columns + PNGs) under ``root``."""
+    sizes = sizes or {"train": 48, "valid": 16, "test": 16}
+    rng = np.random.default_rng(seed)
+    for split, n in sizes.items():
+        folder = root / FERPLUS_SPLITS[split]
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for i in range(n):
+            label = i % CLASSES
+            name = f"fer{i:07d}.png"
+            cv2.imwrite(str(folder / name), band_image(label, rng, size))
+            votes = ["0"] * 10
+            votes[label] = "10"
+            rows.append(",".join([name, '"(0, 0, 48, 48)"', *votes]))
+        (folder / "label.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_folder_dataset(root: Path, classes: tuple[str, ...], per_class: int = 2) -> Path:
+    """Class-per-folder layout ``root/test/<class>/*.png`` (the "folder" reader)."""
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(classes):
+        folder = root / "test" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            cv2.imwrite(str(folder / f"{i}.png"), band_image(c % CLASSES, rng))
+    return root
+
+
+def config_dict(model: str, data_root: Path, **top: Any) -> dict[str, Any]:
+    """A training config for the tiny data: a tiny model, small batches, few epochs."""
+    section: dict[str, Any] = {"name": model}
+    if model == "lrdif_s1":
+        section["options"] = TINY_LRDIF
+    elif model == "resnet18":
+        section["options"] = TINY_RESNET
+    config = {
+        "model": section,
+        "data": {"dataset": "ferplus", "root": str(data_root)},
+        "epochs": 2,
+        "batch_size": 8,
+        "optim": {"lr": 3e-3},
+        "device": "cpu",
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment of a child ``python -m lrdif``: one thread (the same arithmetic in every
+    run, and no oversubscription of a small CI machine), the package importable."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
+    return env
+
+
+PYTHON = sys.executable
+
+
+def test_tiny_ferplus_tree_reads_back(tmp_path: Path) -> None:
+    import lrdif.data  # noqa: F401
+    from lrdif.registry import DATASETS
+
+    root = make_ferplus(tmp_path / "fer", {"train": 8})
+    images, labels = DATASETS.build("ferplus", root=root, split="train").load_all()
+    assert images.shape == (8, SIZE, SIZE)
+    assert labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    # the class band is the brightest part of each image
+    bands = images.reshape(8, CLASSES, -1).mean(axis=2).argmax(axis=1)
+    assert bands.tolist() == labels.tolist()

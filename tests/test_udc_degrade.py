@@ -1,0 +1,174 @@
+"""The degradation model (lrdif.udc.degrade): light, noise statistics and reproducibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+
+from lrdif.udc.degrade import (
+    UDCConfig,
+    UDCSimulator,
+    linear_to_srgb,
+    poisson_gaussian,
+    snr_to_electrons,
+    srgb_to_linear,
+    stream_seed,
+)
+from lrdif.udc.optics import Optics
+
+SMALL = Optics(grid=1024, oversample=3)  # fast PSF; the statistics tested do not depend on it
+
+
+def simulator(**kwargs) -> UDCSimulator:
+    return UDCSimulator(UDCConfig(optics=SMALL, **kwargs))
+
+
+def faces(n: int, size: int = 48, rgb: bool = False, seed: int = 0) -> np.ndarray:
+    """Smooth random images with structure at several scales (uint8)."""
+    rng = np.random.default_rng(seed)
+    shape = (n, size, size, 3) if rgb else (n, size, size)
+    coarse = rng.random((n, 6, 6, 3) if rgb else (n, 6, 6))
+    up = np.kron(coarse, np.ones((size // 6, size // 6, 1) if rgb else (size // 6, size // 6)))
+    noise = rng.random(shape)
+    return np.clip(255 * (0.8 * up[:, :size, :size] + 0.2 * noise), 0, 255).astype(np.uint8)
+
+
+def test_snr_levels_match_the_published_photon_counts() -> None:
+    # reference-facts.md: L = 273 / 654 / 1608 / 4005 / 10024 give 24 / 28 / 32 / 36 / 40 dB
+    for snr, photons in zip((24, 28, 32, 36, 40), (273, 654, 1608, 4005, 10024), strict=True):
+        assert snr_to_electrons(snr, 4.87) == pytest.approx(photons, abs=1.0)
+    assert UDCConfig(severity=0.0).snr_db == 40 and UDCConfig(severity=1.0).snr_db == 24
+    assert UDCConfig().snr_db == 32
+
+
+def test_srgb_round_trip() -> None:
+    values = torch.linspace(0, 1, 1001, dtype=torch.float64)
+    torch.testing.assert_close(linear_to_srgb(srgb_to_linear(values)), values)
+    assert float(srgb_to_linear(torch.tensor(0.5))) == pytest.approx(0.214, abs=1e-3)
+
+
+def test_mean_brightness_before_gain_follows_the_transmittance() -> None:
+    sim = simulator(display="poled")  # colour cast: different T per channel
+    flat = torch.full((4, 3, 32, 32), 0.3)
+    electrons = sim.expose(sim.blur(flat))
+    per_channel = electrons.mean(dim=(0, 2, 3)).double().numpy() / (sim.scene_photons * 0.3)
+    np.testing.assert_allclose(per_channel, sim.transmittance, rtol=1e-4)
+    noisy = sim.add_noise(electrons, [f"k{i}" for i in range(4)])
+    measured = noisy.mean(dim=(0, 2, 3)).double().numpy() / (sim.scene_photons * 0.3)
+    np.testing.assert_allclose(measured, sim.transmittance, rtol=0.01)
+    # the gain restores brightness with one factor, so the colour cast stays
+    out = sim.develop(noisy, grey=False).double().mean(dim=(0, 1, 2)).numpy()
+    assert out[0] > out[1] > out[2]
+
+
+def test_blur_conserves_light_and_centres_the_psf() -> None:
+    sim = simulator()
+    point = torch.zeros((1, 3, 48, 48))
+    point[0, :, 24, 24] = 1.0
+    blurred = sim.blur(point)[0].double().numpy()
+    kernel, glare = sim.kernel(48, 48)
+    r = kernel.shape[-1] // 2
+    window = blurred[:, 24 - r : 24 + r + 1, 24 - r : 24 + r + 1]
+    np.testing.assert_allclose(window, kernel + glare[:, None, None] / 48**2, atol=1e-6)
+    flat = torch.rand((2, 3, 48, 48)).mul_(0.0).add_(0.42)
+    torch.testing.assert_close(sim.blur(flat), flat, atol=2e-6, rtol=0)
+    grey = torch.rand((3, 1, 40, 40))
+    torch.testing.assert_close(sim.blur(grey), sim.blur(grey.expand(3, 3, 40, 40)))
+
+
+@pytest.mark.parametrize("level", [40.0, 3000.0])
+def test_noise_variance_follows_poisson_gaussian(level: float) -> None:
+    sim = simulator()
+    electrons = torch.full((16, 3, 64, 64), level)
+    noisy = sim.add_noise(electrons, [f"img{i}.png" for i in range(16)]).double()
+    read = sim.config.read_noise_e
+    assert float(noisy.mean()) == pytest.approx(level, rel=0.005)
+    assert float(noisy.var()) == pytest.approx(level + read**2, rel=0.02)
+
+
+def test_noise_distribution_is_poisson_plus_gaussian() -> None:
+    # Against the exact CDF of Poisson(lam) + N(0, 4.87^2) at a low count, where shot
+    # noise is far from Gaussian in shape.
+    lam, read = 3.0, 4.87
+    z = torch.randn(400_000, generator=torch.Generator().manual_seed(0))
+    samples = poisson_gaussian(torch.full_like(z, lam), z, read).double().numpy()
+    grid = np.linspace(-15, 25, 81)
+    k = np.arange(40)
+    exact = (stats.poisson.pmf(k, lam)[None] * stats.norm.cdf((grid[:, None] - k) / read)).sum(1)
+    empirical = (samples[None, :] <= grid[:, None]).mean(1)
+    assert np.abs(empirical - exact).max() < 0.004
+    skew = stats.skew(poisson_gaussian(torch.full_like(z, 50.0), z, 2.0).numpy())
+    assert skew == pytest.approx(50 / (50 + 4) ** 1.5, abs=0.02)  # Poisson's skewness shows
+
+
+def test_full_well_clips() -> None:
+    sim = simulator()
+    noisy = sim.add_noise(torch.full((1, 3, 8, 8), 30000.0), ["a"])
+    assert float(noisy.max()) == sim.config.full_well_e
+
+
+def test_same_seed_and_key_give_the_same_image_whatever_the_batch() -> None:
+    sim = simulator()
+    images = faces(10)
+    keys = [f"FER2013Train/fer{i:07d}.png" for i in range(10)]
+    whole = sim.degrade(images, keys)
+    one_by_one = np.concatenate(
+        [sim.degrade(images[i : i + 1], keys[i : i + 1]) for i in range(10)]
+    )
+    reversed_order = sim.degrade(images[::-1].copy(), keys[::-1])[::-1]
+    np.testing.assert_array_equal(whole, one_by_one)
+    np.testing.assert_array_equal(whole, reversed_order)
+    # a fresh simulator (another process) gives the same bytes
+    np.testing.assert_array_equal(whole, simulator().degrade(images, keys))
+    other_seed = simulator(seed=1).degrade(images, keys)
+    assert (other_seed != whole).mean() > 0.3
+    other_keys = sim.degrade(images, [k + "x" for k in keys])
+    assert (other_keys != whole).mean() > 0.3
+    assert stream_seed(0, "a") != stream_seed(1, "a") != stream_seed(0, "b")
+
+
+def test_grey_stays_grey_rgb_stays_rgb_and_types_are_kept() -> None:
+    sim = simulator()
+    grey, rgb = faces(3), faces(3, size=36, rgb=True)
+    out_grey = sim.degrade(grey, ["a", "b", "c"])
+    assert out_grey.shape == grey.shape and out_grey.dtype == np.uint8
+    out_rgb = sim.degrade(torch.from_numpy(rgb), ["a", "b", "c"])
+    assert isinstance(out_rgb, torch.Tensor) and out_rgb.shape == rgb.shape
+    as_rgb = simulator(keep_grey=False).degrade(grey, ["a", "b", "c"])
+    assert as_rgb.shape == (*grey.shape, 3)
+    # grey output is PIL's luma of the RGB result, bit for bit
+    expected = np.stack([np.asarray(Image.fromarray(im, "RGB").convert("L")) for im in as_rgb])
+    np.testing.assert_array_equal(out_grey, expected)
+
+
+def test_degradation_blurs_and_adds_noise_with_severity() -> None:
+    images = faces(8)
+    keys = [str(i) for i in range(8)]
+
+    def error(severity: float) -> float:
+        out = simulator(severity=severity).degrade(images, keys).astype(float)
+        return float(np.abs(out - images).mean())
+
+    mild, harsh = error(0.0), error(1.0)
+    assert mild > 3  # the display alone changes the image
+    assert harsh > mild
+    # high frequencies lose energy (blur) at the mild setting
+    out = simulator(severity=0.0).degrade(images, keys).astype(float)
+    assert (
+        np.abs(np.diff(out, axis=2)).mean() < np.abs(np.diff(images.astype(float), axis=2)).mean()
+    )
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="severity"):
+        UDCConfig(severity=1.5)
+    with pytest.raises(ValueError, match="read_noise_e"):
+        UDCConfig(read_noise_e=0.5)
+    sim = simulator()
+    with pytest.raises(ValueError, match="uint8"):
+        sim.degrade(np.zeros((2, 8, 8), np.float32), ["a", "b"])
+    with pytest.raises(ValueError, match="keys"):
+        sim.degrade(np.zeros((2, 8, 8), np.uint8), ["a"])
