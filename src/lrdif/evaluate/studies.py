@@ -5,7 +5,7 @@
 - :func:`steps_curve` (Fig. 6): accuracy of a stage-2 model when its reverse diffusion
   runs ``n`` iterations, for each ``n``.
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
-  variant of ``configs/ablation_table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
+  variant of ``configs/studies/table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
   L_ce; S2-V3 diffusion + L_total + inserted noise; S2-V4 diffusion + L_total without),
   selects each on validation, and measures every row (and S1 with the ground-truth
   label) on the test split.
@@ -37,7 +37,7 @@ from lrdif.train.loop import (
     train,
 )
 
-ABLATION_FILE = PACKAGED_CONFIGS / "ablation_table5.yaml"
+ABLATION_FILE = PACKAGED_CONFIGS / "studies" / "table5.yaml"
 _EVAL_SEED = 3
 
 
