@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,8 @@ from lrdif.models.landmarks import (
     render_region_heatmaps,
 )
 from lrdif.registry import LANDMARKS
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "lrdif" / "assets" / "astronaut.jpg"
 
 
 def test_face_mesh_regions_are_disjoint_and_cover_the_mesh():
@@ -142,11 +145,28 @@ def test_learned_source_finds_no_landmarks():
     assert len(REGION_NAMES) == len(FACE_MESH_REGIONS) + 1
 
 
-def test_mediapipe_source_runs_or_explains_how_to_install():
+def test_mediapipe_source_finds_a_face_or_explains_how_to_install():
+    """Main environment: the install hint. ``.ci/run``'s landmark environment (mediapipe
+    0.10.21 beside numpy<2) runs the real detector on the shipped portrait."""
     if importlib.util.find_spec("mediapipe") is None:
         with pytest.raises(ImportError, match=r"pip install mediapipe==0\.10\.21"):
             LANDMARKS.build("mediapipe")
-    else:
-        source = LANDMARKS.build("mediapipe")
-        out = source.detect(np.zeros((2, 48, 48), dtype=np.uint8))  # no face in a blank image
-        assert out.shape == (2, FACE_MESH_POINTS, 2) and np.isnan(out).all()
+        return
+    from PIL import Image
+
+    source = LANDMARKS.build("mediapipe")
+    face = Image.open(ASTRONAUT).convert("L").crop((130, 20, 370, 260)).resize((48, 48))
+    mirrored = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    faces = np.stack([np.asarray(face), np.asarray(mirrored)])
+    blank = np.zeros((1, 48, 48), dtype=np.uint8)
+    points = source.detect(np.concatenate([faces, blank]))
+    assert points.shape == (3, FACE_MESH_POINTS, 2)
+    assert np.isfinite(points[:2]).all() and np.isnan(points[2]).all()
+    regions = {name: points[:2, list(idx)].mean(axis=1) for name, idx in FACE_MESH_REGIONS.items()}
+    # Anatomy: eyes above the nose above the lips, the subject's right eye on the image's
+    # left (also in the mirror image: it is still a face); mirroring mirrors the mesh.
+    assert (regions["right_eye"][:, 1] < regions["nose"][:, 1]).all()
+    assert (regions["nose"][:, 1] < regions["lips"][:, 1]).all()
+    assert (regions["right_eye"][:, 0] < regions["left_eye"][:, 0]).all()
+    centre_x = points[:2, :, 0].mean(axis=1)
+    assert abs(centre_x[1] - (1 - centre_x[0])) < 0.03
