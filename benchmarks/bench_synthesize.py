@@ -257,10 +257,10 @@ def main() -> int:
         f"Linux {platform.release()}; Python {platform.python_version()}, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}, "
         f"scipy {scipy.__version__}. Load average (1 min) {load_before[0]:.1f} before and "
-        f"{load_after[0]:.1f} after: the machine was shared with other jobs, so these are "
-        "lower bounds.",
+        f"{load_after[0]:.1f} after (other jobs on the machine make these lower bounds).",
         "",
-        f"Setting: defaults (`toled`, severity 0.5 = 32 dB, face_px 300). Kernels: "
+        f"Setting: defaults (`toled`, severity 0.5 = 32 dB, face_px {UDCConfig().face_px:g}). "
+        "Kernels: "
         f"{kernel48.shape[-1]} px at 48x48 (glare {glare48.mean():.3f}), "
         f"{kernel112.shape[-1]} px at 112x112. Sensor PSF computed once in {psf_s:.1f} s. "
         "End to end = decode, degrade, encode, atomic write, manifest, figures (sources in "

@@ -26,3 +26,7 @@ for run in s1 s2 resnet18 s2_no_dm; do
   .venv/bin/lrdif evaluate $WORK/pilot/$run/best.safetensors --dataset ferplus --data "$UDC" \
     --split test --json $WORK/pilot/$run/test.json --out $WORK/pilot/$run/eval
 done
+# Fig. 6 analogue: the stage-2 model's reverse chain run with 1..16 steps.
+.venv/bin/lrdif evaluate $WORK/pilot/s2/best.safetensors --dataset ferplus --data "$UDC" \
+  --split test --steps 1,2,4,8,16 --json $WORK/pilot/s2/steps.json --out $WORK/pilot/s2/steps
+.venv/bin/python benchmarks/pilot_summary.py --work $WORK/pilot
