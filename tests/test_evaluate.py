@@ -7,7 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_fixtures import config_dict, make_ferplus
+from test_train_fixtures import (
+    config_dict,
+    make_ferplus,
+    one_thread,  # noqa: F401 (autouse: one torch thread)
+)
 
 from lrdif.checkpoint import load_model
 from lrdif.cli import main as cli
@@ -22,14 +26,6 @@ from lrdif.evaluate.studies import (
 )
 from lrdif.train.config import TrainConfig
 from lrdif.train.loop import train
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

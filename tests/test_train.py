@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train_fixtures import config_dict, make_ferplus, write_config
+from test_train_fixtures import (
+    config_dict,
+    make_ferplus,
+    one_thread,  # noqa: F401 (autouse: one torch thread)
+    write_config,
+)
 
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.cli import main as cli
@@ -19,16 +24,6 @@ from lrdif.train.loop import TrainingDiverged, lr_at, train
 from lrdif.udc.synthesize import INFO_DIR, MANIFEST
 
 UDC_MANIFEST = {"settings": {"display": "toled", "seed": 0}, "psf_sha256": ["ab12"]}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from threads, and on a loaded CI machine OpenMP's
-    # spin-waiting makes a 2-thread step 10x slower than a 1-thread one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pytest
+import torch
 import yaml
 
 FERPLUS_SPLITS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
@@ -123,3 +125,14 @@ def test_tiny_ferplus_tree_reads_back(tmp_path: Path) -> None:
     # the class band is the brightest part of each image
     bands = images.reshape(8, CLASSES, -1).mean(axis=2).argmax(axis=1)
     assert bands.tolist() == labels.tolist()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded CI machine OpenMP's
+    spin-waiting makes a 2-thread step 10x slower than a 1-thread one. Importing this
+    fixture into a test module applies it to every test there."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
