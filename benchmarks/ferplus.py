@@ -1,7 +1,8 @@
 """The FERPlus benchmark of issue 4: clean FERPlus and UDC-FERPlus (T-OLED), every method.
 
     python benchmarks/ferplus.py throughput [--steps 30]      # images/s + matmul peak
-    python benchmarks/ferplus.py full [--smoke N]              # hours on 2 CPU cores
+    python benchmarks/ferplus.py full [--smoke N] [--sets clean udc_toled] [--epochs E]
+    python benchmarks/ferplus.py report                        # rebuild from finished runs
 
 ``full``: synthesises UDC-FERPlus from ``../shared/data/ferplus`` with ``lrdif synthesize``,
 trains ResNet-18, LRDif stage 1, LRDif stage 2 and stage 2 without diffusion (Table 5
@@ -200,82 +201,139 @@ def synthesize(src: Path, dst: Path) -> Path:
     return dst
 
 
+SETS = ("clean", "udc_toled")
+METHODS = ("resnet18", "lrdif_s2_no_dm", "lrdif_s2")
+
+
+def _summary_path(work: Path, name: str) -> Path:
+    return work / name / "summary.json"
+
+
+def _save(work: Path, name: str, summary: dict[str, Any]) -> None:
+    atomic_write_json(_summary_path(work, name), summary)
+
+
+def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
+    """Every run on one data set, in the order the report needs them; the summary
+    (``work/NAME/summary.json``) is rewritten after each, so a partial run reports."""
+    out = work / name
+    summary_file = _summary_path(work, name)
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary.update(root=str(root), started=summary.get("started") or time.time())
+    base = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
+    common = [*base, f"data.root={root}"]
+    epochs = [] if args.smoke is not None else [f"epochs={args.epochs}"]
+    s1_epochs = [] if args.smoke is not None else [f"epochs={args.s1_epochs}"]
+    methods = summary.setdefault("methods", {})
+
+    r18_overrides = [*common, *epochs, *(["bf16=true"] if args.bf16_resnet else [])]
+    r18 = run_train(_config("cpu_resnet18", r18_overrides), out / "resnet18")
+    methods["resnet18"] = evaluate_checkpoint(r18, _config("cpu_resnet18", common).data,
+                                              "test", cache_dir=out / "landmarks").summary
+    _save(work, name, summary)
+
+    s1 = run_train(_config("cpu_s1", [*common, *s1_epochs]), out / "lrdif_s1")
+    s2_config = _config("cpu_s2", [*common, *epochs, f"model.init_from={s1}"])
+    rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
+    methods["lrdif_s1_with_label"] = rows[0]["test"]
+    methods["lrdif_s2"], methods["lrdif_s2_no_dm"] = rows[1]["test"], rows[2]["test"]
+    ev = evaluate_checkpoint(out / "ablation" / "S2-V3" / "best.safetensors", s2_config.data,
+                             "test", cache_dir=out / "landmarks")
+    plots.plot_confusion_matrix(ev.summary["confusion_matrix"], ev.split.class_names,
+                                results / f"confusion_lrdif_s2_{name}.png",
+                                title=f"LRDif stage 2, {name} test")
+    if name == "udc_toled":
+        summary["fig6"] = steps_curve(ev.model, ev.split, [1, 2, 4, 8, 16])
+        plots.plot_steps_curve([r["steps"] for r in summary["fig6"]],
+                               [r["accuracy"] for r in summary["fig6"]],
+                               results / "fig6_steps.png", trained_steps=4)
+    _save(work, name, summary)
+    if name == "udc_toled":  # Table 5: the two remaining variants, from the same stage 1
+        variants = ["S2-V1", "S2-V2", "S2-V3", "S2-V4"] if args.smoke is None \
+            else ["S2-V1", "S2-V3"]
+        summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
+        _save(work, name, summary)
+    summary["wall_s"] = time.time() - summary["started"]
+    _save(work, name, summary)
+
+
 def full(args: argparse.Namespace) -> None:
-    started = time.perf_counter()
     smoke = args.smoke is not None
     work = HERE / "work" / ("smoke" if smoke else "full")
     results = work if smoke else RESULTS
+    torch.set_num_threads(args.threads or torch.get_num_threads())
     clean = subset_copy(args.data, work / "ferplus", args.smoke) if smoke else args.data
-    sets = {"clean": clean, "udc_toled": synthesize(clean, work / "udc-ferplus-toled")}
-    base = [] if not smoke else ["epochs=1", "save_every_steps=0"]
-    accuracy: dict[str, dict[str, float]] = {}
-    detail: dict[str, Any] = {}
+    roots = {"clean": clean}
+    if "udc_toled" in args.sets:
+        roots["udc_toled"] = synthesize(clean, work / "udc-ferplus-toled")
+    for name in args.sets:
+        run_set(name, roots[name], work, results, args)
+    report(work, results, smoke)
+
+
+def report(work: Path, results: Path, smoke: bool) -> None:
+    """ferplus.json / ferplus.md from every data set's summary so far (missing: '-')."""
+    summaries = {name: json.loads(_summary_path(work, name).read_text())
+                 for name in SETS if _summary_path(work, name).is_file()}
+    accuracy = {name: {m: round(100 * s["methods"][m]["accuracy"], 2)
+                       for m in METHODS if m in s["methods"]}
+                for name, s in summaries.items()}
     histories: dict[str, list] = {}
-    for name, root in sets.items():
-        out = work / name
-        common = [*base, f"data.root={root}"]
-        r18 = run_train(_config("cpu_resnet18", common), out / "resnet18")
-        s1 = run_train(_config("cpu_s1", common), out / "lrdif_s1")
-        s2_config = _config("cpu_s2", [*common, f"model.init_from={s1}"])
-        variants = ["S2-V1", "S2-V2", "S2-V3", "S2-V4"] if name == "udc_toled" \
-            else ["S2-V1", "S2-V3"]
-        rows = run_ablation(s2_config, out / "ablation", variants=variants)
-        data = s2_config.data
-        r18_eval = evaluate_checkpoint(r18, data, "test", cache_dir=out / "landmarks")
-        by_method = {"resnet18": r18_eval.summary,
-                     "lrdif_s2_no_dm": rows[1]["test"],
-                     "lrdif_s2": next(r["test"] for r in rows if r["method"] == "LRDif_S2-V3")}
-        accuracy[name] = {m: round(100 * s["accuracy"], 2) for m, s in by_method.items()}
-        detail[name] = {"methods": by_method, "table5": rows}
-        for run in ("resnet18", "lrdif_s1", "ablation/S2-V1", "ablation/S2-V3"):
-            lines = (out / run / "metrics.jsonl").read_text().splitlines()
-            histories[f"{name}/{run}"] = [json.loads(x) for x in lines]
-        best_s2 = out / "ablation" / "S2-V3" / "best.safetensors"
-        ev = evaluate_checkpoint(best_s2, data, "test", cache_dir=out / "landmarks")
-        plots.plot_confusion_matrix(ev.summary["confusion_matrix"], ev.split.class_names,
-                                    results / f"confusion_lrdif_s2_{name}.png",
-                                    title=f"LRDif stage 2, {name} test")
-        if name == "udc_toled":
-            detail["fig6"] = steps_curve(ev.model, ev.split, [1, 2, 4, 8, 16])
-            plots.plot_steps_curve([r["steps"] for r in detail["fig6"]],
-                                   [r["accuracy"] for r in detail["fig6"]],
-                                   results / "fig6_steps.png", trained_steps=4)
-    plots.plot_learning_curves(histories, results / "learning_curves.png")
+    for name in summaries:
+        for run in ("resnet18", "lrdif_s1", *(f"ablation/S2-V{i}" for i in range(1, 5))):
+            path = work / name / run / "metrics.jsonl"
+            if path.is_file():
+                histories[f"{name}/{run}"] = [json.loads(x) for x in path.read_text().splitlines()]
+    if histories:
+        plots.plot_learning_curves(histories, results / "learning_curves.png")
     atomic_write_json(results / "ferplus.json", accuracy)
-    atomic_write_json(results / "ferplus_detail.json", detail)
-    report = render(accuracy, detail, histories, time.perf_counter() - started, smoke)
+    atomic_write_json(results / "ferplus_detail.json", summaries)
+    text = render(accuracy, summaries, histories, smoke)
     with atomic_write(results / "ferplus.md", "w") as handle:
-        handle.write(report)
-    print(report)
+        handle.write(text)
+    print(text)
 
 
-def render(accuracy: dict, detail: dict, histories: dict, wall_s: float, smoke: bool) -> str:
-    methods = ["resnet18", "lrdif_s2_no_dm", "lrdif_s2"]
+def _cell(table: dict, name: str, method: str) -> str:
+    value = table.get(name, {}).get(method)
+    return "-" if value is None else f"{value:.2f}"
+
+
+def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str:
     lines = [
         "# FERPlus and UDC-FERPlus (T-OLED) benchmark" + (" - SMOKE RUN, not a result"
                                                           if smoke else ""), "",
-        f"- Command: `python benchmarks/ferplus.py {' '.join(sys.argv[1:])}`",
+        f"- Command: `python benchmarks/ferplus.py {' '.join(sys.argv[1:])}` (one process "
+        "per data set; the report is rebuilt from every finished run)",
         f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}, commit {git_commit()}",
         f"- Machine: {machine()}",
-        f"- Wall time: {wall_s / 3600:.2f} h",
+        *(f"- Wall time, {name}: {s['wall_s'] / 3600:.2f} h" for name, s in summaries.items()
+          if "wall_s" in s),
         "- Protocol: 8-class majority labels, FER2013Test, every run selected on FER2013Valid.",
         "", "## Test accuracy (%)", "",
         "| method | clean FERPlus | UDC-FERPlus | drop |", "| --- | --- | --- | --- |",
     ]
-    for m in methods:
-        c, u = accuracy["clean"][m], accuracy["udc_toled"][m]
-        lines.append(f"| {m} | {c:.2f} | {u:.2f} | {c - u:.2f} |")
-    lines += ["", "Paper: LRDif 87.13 (FERPlus), 84.89 (UDC-FERPlus).", "",
-              "## Table 5 analogue (UDC-FERPlus, test split)", "",
-              table5_markdown(detail["udc_toled"]["table5"]), "",
-              "## Fig. 6 analogue (UDC-FERPlus, LRDif stage 2)", "",
-              "| iterations | accuracy (%) |", "| --- | --- |"]
-    lines += [f"| {r['steps']} | {100 * r['accuracy']:.2f} |" for r in detail["fig6"]]
-    lines += ["", "![Fig. 6](fig6_steps.png)", "",
-              "## Confusion matrices", "", "![clean](confusion_lrdif_s2_clean.png)",
-              "![UDC](confusion_lrdif_s2_udc_toled.png)", "",
-              "## Learning curves and training throughput", "", "![curves](learning_curves.png)",
-              "", "| run | epochs | best val acc (%) | mean train images/s | wall (min) |",
+    for m in METHODS:
+        c, u = accuracy.get("clean", {}).get(m), accuracy.get("udc_toled", {}).get(m)
+        drop = "-" if c is None or u is None else f"{c - u:.2f}"
+        lines.append(f"| {m} | {_cell(accuracy, 'clean', m)} | "
+                     f"{_cell(accuracy, 'udc_toled', m)} | {drop} |")
+    lines += ["", "Paper: LRDif 87.13 (FERPlus), 84.89 (UDC-FERPlus).", ""]
+    udc = summaries.get("udc_toled", {})
+    if "table5" in udc:
+        lines += ["## Table 5 analogue (UDC-FERPlus, test split)", "",
+                  table5_markdown(udc["table5"]), ""]
+    if "fig6" in udc:
+        lines += ["## Fig. 6 analogue (UDC-FERPlus, LRDif stage 2)", "",
+                  "| iterations | accuracy (%) |", "| --- | --- |"]
+        lines += [f"| {r['steps']} | {100 * r['accuracy']:.2f} |" for r in udc["fig6"]]
+        lines += ["", "![Fig. 6](fig6_steps.png)", ""]
+    lines += ["## Confusion matrices", ""]
+    lines += [f"![{name}](confusion_lrdif_s2_{name}.png)" for name in summaries
+              if "lrdif_s2" in summaries[name]["methods"]]
+    lines += ["", "## Learning curves and training throughput", "",
+              "![curves](learning_curves.png)", "",
+              "| run | epochs | best val acc (%) | mean train images/s | wall (min) |",
               "| --- | --- | --- | --- | --- |"]
     for run, h in histories.items():
         rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
@@ -301,8 +359,22 @@ def main() -> None:
     f = sub.add_parser("full", help="the whole benchmark (hours)")
     f.add_argument("--smoke", type=int, default=None, metavar="N",
                    help="first N images per split, 1 epoch: checks the script")
+    f.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
+                   help="data sets to run here (run one per process to use more cores)")
+    f.add_argument("--epochs", type=int, default=10,
+                   help="epochs of ResNet-18 and of every stage-2 run")
+    f.add_argument("--s1-epochs", type=int, default=10, help="epochs of LRDif stage 1")
+    f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    f.add_argument("--bf16-resnet", action="store_true",
+                   help="bf16 autocast for ResNet-18 (2x on AMX CPUs; LRDif gains nothing)")
+    sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
     args = parser.parse_args()
-    throughput(args) if args.mode == "throughput" else full(args)
+    if args.mode == "throughput":
+        throughput(args)
+    elif args.mode == "full":
+        full(args)
+    else:
+        report(HERE / "work" / "full", RESULTS, smoke=False)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,21 @@ def test_fpen_s2_starts_as_fpen_s1_without_the_label() -> None:
         assert torch.allclose(s2(x), expected, atol=1e-6)
     # A copy, not shared weights: training S2 leaves S1 alone.
     assert s2.image_encoder.body[0].weight.data_ptr() != s1.image_encoder.body[0].weight.data_ptr()
+
+
+def test_label_dropout_zeroes_the_label_in_training_only() -> None:
+    s1, _ = _fpens()
+    s1.label_dropout = 0.5
+    x = torch.randn(1, 1, 48, 48).expand(400, -1, -1, -1)
+    labels = torch.full((400,), 3)
+    with torch.no_grad():
+        no_label = s1.layers(torch.cat([torch.zeros(1, 12), s1.image_encoder(x[:1])], dim=1))
+        with_label = s1.eval()(x[:1], labels[:1])
+        torch.manual_seed(0)
+        z = s1.train()(x, labels)
+    dropped = torch.isclose(z, no_label, atol=1e-5).all(dim=1)
+    kept = torch.isclose(z, with_label, atol=1e-5).all(dim=1)
+    assert bool((dropped ^ kept).all())  # each sample: the label or the zero embedding
+    assert 150 < int(dropped.sum()) < 250  # about p = 0.5 of them
+    with torch.no_grad():  # evaluation always reads the label
+        assert torch.allclose(s1.eval()(x, labels), with_label.expand(400, -1), atol=1e-5)

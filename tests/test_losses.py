@@ -66,3 +66,13 @@ def test_epr_kl_gradient_reaches_the_student_only() -> None:
 def test_total_is_the_sum() -> None:
     ce, kl = torch.tensor(1.25), torch.tensor(0.5)
     assert total_loss(ce, kl).item() == pytest.approx(1.75)
+
+
+def test_epr_kl_temperature_divides_both_eprs() -> None:
+    gen = torch.Generator().manual_seed(2)
+    z_teacher, z_student = torch.randn(4, 32, generator=gen), torch.randn(4, 32, generator=gen)
+    sharp = epr_kl(z_teacher, z_student, temperature=0.15)
+    assert sharp.item() == pytest.approx(epr_kl(z_teacher / 0.15, z_student / 0.15).item())
+    assert sharp > epr_kl(z_teacher, z_student)  # sharper distributions, larger divergence
+    with pytest.raises(ValueError, match="temperature"):
+        epr_kl(z_teacher, z_student, temperature=0.0)

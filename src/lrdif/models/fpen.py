@@ -28,19 +28,33 @@ class FPENS1(nn.Module):
     """Eq. 1: image x (B, C_in, H, W) normalised and labels y -> EPR Z (B, C).
 
     ``labels`` are (B,) class indices or (B, K) class probabilities (see the encoders).
+
+    ``label_dropout`` p: in training, each sample's E_L(y) is replaced by zeros with
+    probability p. Without it the label alone decides the EPR, and stage 1 learns a
+    UDCformer that reads the EPR and ignores the face (100% accuracy in one epoch); with
+    it, stage 1 also learns to classify from the image, with exactly the input that
+    FPEN_S2 starts from (:meth:`FPENS2.init_from_fpen_s1`: a zero label embedding).
+    p = 0 is the paper's stage 1.
     """
 
     def __init__(
-        self, *, image_encoder: nn.Module, label_encoder: nn.Module, epr_dim: int, num_layers: int
+        self, *, image_encoder: nn.Module, label_encoder: nn.Module, epr_dim: int,
+        num_layers: int, label_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}")
         self.image_encoder = image_encoder
         self.label_encoder = label_encoder
         self.label_dim = label_encoder.out_dim
+        self.label_dropout = label_dropout
         self.layers = _layers(label_encoder.out_dim + image_encoder.out_dim, epr_dim, num_layers)
 
     def forward(self, x: Tensor, labels: Tensor) -> Tensor:
         e_l = self.label_encoder(labels)  # (B, D_L)
+        if self.training and self.label_dropout > 0:
+            keep = torch.rand(e_l.shape[0], 1, device=e_l.device) >= self.label_dropout
+            e_l = e_l * keep.to(e_l.dtype)
         e_i = self.image_encoder(x)  # (B, D_I)
         return self.layers(torch.cat([e_l, e_i], dim=1))  # (B, C)
 

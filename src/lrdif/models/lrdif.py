@@ -79,9 +79,11 @@ class LRDifConfig:
     label_encoder: str = "minilm"
     label_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     fpen_layers: int = 2
+    label_dropout: float = 0.0  # stage 1: P(E_L(y) -> 0) per training sample; 0 = paper
     udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
+    kl_temperature: float = 1.0  # stage 2: tau of Eq. 17 (1 = paper; see losses.epr_kl)
 
     def __post_init__(self) -> None:
         if self.in_channels not in (1, 3):
@@ -124,6 +126,7 @@ class _LRDifBase(nn.Module):
             ),
             epr_dim=c.epr_dim,
             num_layers=c.fpen_layers,
+            label_dropout=c.label_dropout,
         )
 
     def _build_image_encoder(self, pretrained: bool) -> nn.Module:
@@ -219,18 +222,18 @@ class LRDifStage2(_LRDifBase):
         *,
         diffusion: DiffusionConfig | None = None,
         loss: Literal["ce", "total"] | None = None,
+        kl_temperature: float | None = None,
     ) -> LRDifStage2:
         """Stage 2 initialised from a trained stage 1 (DiffIR's recipe).
 
         UDCformer: copied. Teacher: a frozen copy of FPEN_S1. FPEN_S2: E_I and the
         layers copied from FPEN_S1, the first layer restricted to its E_I columns
-        (:meth:`FPENS2.init_from_fpen_s1`). Denoiser: fresh. ``diffusion`` and ``loss``
-        replace the stage-1 config's entries when given.
+        (:meth:`FPENS2.init_from_fpen_s1`). Denoiser: fresh. ``diffusion``, ``loss`` and
+        ``kl_temperature`` replace the stage-1 config's entries when given.
         """
+        given = {"diffusion": diffusion, "loss": loss, "kl_temperature": kl_temperature}
         config = dataclasses.replace(
-            stage1.config,
-            diffusion=diffusion if diffusion is not None else stage1.config.diffusion,
-            loss=loss if loss is not None else stage1.config.loss,
+            stage1.config, **{k: v for k, v in given.items() if v is not None}
         )
         model = cls(config=config, pretrained=False)
         model.teacher.load_state_dict(stage1.fpen_s1.state_dict())
@@ -302,7 +305,7 @@ class LRDifStage2(_LRDifBase):
         ce = cross_entropy(output.logits, labels)
         out = {"ce": ce}
         if output.epr_teacher is not None:
-            out["kl"] = epr_kl(output.epr_teacher, output.epr)
+            out["kl"] = epr_kl(output.epr_teacher, output.epr, self.config.kl_temperature)
         if self.config.loss == "total":
             if "kl" not in out:
                 raise ValueError("loss='total' needs epr_teacher: call forward with labels")

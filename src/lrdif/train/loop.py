@@ -199,7 +199,7 @@ def _stage2_from_checkpoint(config: TrainConfig, data_classes: tuple[str, ...]) 
     if section.options:
         raise ConfigError(
             "model.options: stage 2 takes its architecture from the stage-1 checkpoint "
-            f"({path}); set stage-2 settings in model.stage2 (diffusion, loss)"
+            f"({path}); set stage-2 settings in model.stage2 (diffusion, loss, kl_temperature)"
         )
     ckpt = load_checkpoint(path)
     if ckpt.model_name != "lrdif_s1":
@@ -210,14 +210,19 @@ def _stage2_from_checkpoint(config: TrainConfig, data_classes: tuple[str, ...]) 
     label_map(data_classes, tuple(ckpt.class_names), f"model.init_from = {path}")
     stage1 = load_model(path)
     options = dict(section.stage2)
-    unknown = sorted(set(options) - {"diffusion", "loss"})
+    known = ("diffusion", "loss", "kl_temperature")
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ConfigError(f"model.stage2: unknown key(s) {unknown}; known: ['diffusion', 'loss']")
+        raise ConfigError(f"model.stage2: unknown key(s) {unknown}; known: {list(known)}")
     diffusion = None
     if "diffusion" in options:
         merged = {**to_dict(stage1.config.diffusion), **options["diffusion"]}
         diffusion = from_dict(DiffusionConfig, merged, where="model.stage2.diffusion")
-    return LRDifStage2.from_stage1(stage1, diffusion=diffusion, loss=options.get("loss"))
+    kl_temperature = options.get("kl_temperature")
+    return LRDifStage2.from_stage1(
+        stage1, diffusion=diffusion, loss=options.get("loss"),
+        kl_temperature=None if kl_temperature is None else float(kl_temperature),
+    )
 
 
 def _check_input(model: nn.Module, images: Tensor, where: str) -> None:
