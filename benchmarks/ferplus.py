@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from lrdif.checkpoint import load_checkpoint
+from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import load_config
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
@@ -113,8 +113,6 @@ def run_train(config: TrainConfig, out: Path) -> Path:
 
 
 def throughput(args: argparse.Namespace) -> None:
-    from lrdif.checkpoint import load_model
-
     work = HERE / "work" / "throughput"
     shutil.rmtree(work, ignore_errors=True)
     data = args.data
@@ -279,11 +277,35 @@ def report(work: Path, results: Path, smoke: bool) -> None:
                        for m in METHODS if m in s["methods"]}
                 for name, s in summaries.items()}
     histories: dict[str, list] = {}
+    efficiency: dict[str, dict[str, float]] = {}
+    peaks: dict[bool, float] = {}
+    threads = torch.get_num_threads()
     for name in summaries:
         for run in ("resnet18", "lrdif_s1", *(f"ablation/S2-V{i}" for i in range(1, 5))):
             path = work / name / run / "metrics.jsonl"
-            if path.is_file():
-                histories[f"{name}/{run}"] = [json.loads(x) for x in path.read_text().splitlines()]
+            if not path.is_file():
+                continue
+            histories[f"{name}/{run}"] = [json.loads(x) for x in path.read_text().splitlines()]
+            best = work / name / run / "best.safetensors"
+            if best.is_file():  # training FLOPs per image vs this machine's matmul peak
+                model = load_model(best)
+                bf16 = bool(load_checkpoint(best).meta["train_config"].get("bf16"))
+                if bf16 not in peaks:
+                    peaks[bf16] = matmul_peak(dtype=torch.bfloat16 if bf16 else torch.float32)
+                efficiency[f"{name}/{run}"] = {
+                    "train_gflop_per_image": train_flops_per_image(model, 48) / 1e9,
+                    "peak_gflops": peaks[bf16] / 1e9, "bf16": bf16}
+    for key, h in histories.items():
+        if key in efficiency:
+            rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
+            e = efficiency[key]
+            e["images_per_s"] = sum(rates) / max(len(rates), 1)
+            e["fraction_of_peak"] = e["images_per_s"] * e["train_gflop_per_image"] / e[
+                "peak_gflops"]
+    for name, s in summaries.items():
+        s["efficiency"] = {k.split("/", 1)[1]: v for k, v in efficiency.items()
+                           if k.startswith(name + "/")}
+        s["efficiency_threads"] = threads
     if histories:
         plots.plot_learning_curves(histories, results / "learning_curves.png")
     atomic_write_json(results / "ferplus.json", accuracy)
@@ -333,13 +355,24 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
               if "lrdif_s2" in summaries[name]["methods"]]
     lines += ["", "## Learning curves and training throughput", "",
               "![curves](learning_curves.png)", "",
-              "| run | epochs | best val acc (%) | mean train images/s | wall (min) |",
-              "| --- | --- | --- | --- | --- |"]
+              "Training images/s were measured while both data sets trained side by side, one "
+              "torch thread each; the matmul peak is one thread's `torch.mm` (float32, or "
+              "bf16 for runs trained with bf16 autocast), measured when the report was built.",
+              "",
+              "| run | epochs | best val acc (%) | mean train images/s | train GFLOP/image | "
+              "fraction of matmul peak | wall (min) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run, h in histories.items():
         rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
         wall = sum(r.get("epoch_time_s", 0.0) for r in h) / 60
+        name, _, key = run.partition("/")
+        e = summaries[name].get("efficiency", {}).get(key)
+        flops = "-" if e is None else f"{e['train_gflop_per_image']:.2f}"
+        share = "-" if e is None else (f"{100 * e['fraction_of_peak']:.1f}% of "
+                                       f"{e['peak_gflops']:.0f} GFLOP/s"
+                                       f"{' (bf16)' if e['bf16'] else ''}")
         lines.append(f"| {run} | {len(h)} | {100 * max(r['val_accuracy'] for r in h):.2f} | "
-                     f"{sum(rates) / max(len(rates), 1):.1f} | {wall:.1f} |")
+                     f"{sum(rates) / max(len(rates), 1):.1f} | {flops} | {share} | {wall:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -367,13 +400,16 @@ def main() -> None:
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     f.add_argument("--bf16-resnet", action="store_true",
                    help="bf16 autocast for ResNet-18 (2x on AMX CPUs; LRDif gains nothing)")
-    sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
+    r = sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
+    r.add_argument("--threads", type=int, default=1,
+                   help="torch threads for the matmul peak (the training runs' count)")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args)
     elif args.mode == "full":
         full(args)
     else:
+        torch.set_num_threads(args.threads)
         report(HERE / "work" / "full", RESULTS, smoke=False)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from lrdif.losses import epr_kl
 from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2
 from lrdif.models.landmarks import FACE_MESH_POINTS
 from lrdif.models.udcformer import UDCformerConfig
@@ -88,6 +89,10 @@ def test_stage2_gradients_reach_everything_but_the_teacher(stage1: LRDifStage1) 
     losses = s2.loss(out, labels)
     assert set(losses) == {"total", "ce", "kl"}
     assert losses["total"].item() == pytest.approx((losses["ce"] + losses["kl"]).item())
+    sharp = LRDifStage2.from_stage1(stage1, kl_temperature=0.15)
+    assert sharp.config.kl_temperature == 0.15 and s2.config.kl_temperature == 1.0
+    assert sharp.loss(out, labels)["kl"].item() == pytest.approx(
+        epr_kl(out.epr_teacher, out.epr, 0.15).item())
     losses["total"].backward()
     trainable = {n: p for n, p in s2.named_parameters() if p.requires_grad}
     assert any(n.startswith("denoiser.") for n in trainable)

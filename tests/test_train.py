@@ -68,14 +68,15 @@ def test_stage1_writes_checkpoints_metrics_and_selects_on_validation(stage1: Pat
 def test_stage2_from_stage1_then_evaluate(stage1: Path, data: Path, tmp_path: Path) -> None:
     cfg = config_dict("lrdif_s2", data, epochs=2)
     cfg["model"].update(init_from=str(stage1 / "best.safetensors"),
-                        stage2={"diffusion": {"timesteps": 4}, "loss": "total"})
+                        stage2={"diffusion": {"timesteps": 4}, "loss": "total",
+                                "kl_temperature": 0.15})
     config_path = write_config(tmp_path / "s2.yaml", cfg)
     run = tmp_path / "s2"
     assert cli(["train", str(config_path), "epochs=2", "--out", str(run)]) == 0
     rows = read_metrics(run)
     assert len(rows) == 2 and all(r["train_kl"] >= 0 for r in rows)
     model = load_model(run / "best.safetensors")
-    assert model.registry_name == "lrdif_s2"
+    assert model.registry_name == "lrdif_s2" and model.config.kl_temperature == 0.15
     # the teacher is stage 1's FPEN_S1, frozen: identical weights after training
     s1 = load_model(stage1 / "best.safetensors")
     for name, value in s1.fpen_s1.state_dict().items():

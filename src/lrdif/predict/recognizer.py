@@ -232,7 +232,7 @@ class Recognizer:
             from lrdif.udc.degrade import UDCConfig, UDCSimulator
 
             # The simulator's defaults for that display: what `lrdif synthesize` applies
-            # to 48x48 crops by default (a face 300 sensor pixels wide, 32 dB).
+            # to 48x48 crops by default (a face 600 sensor pixels wide, 32 dB).
             self.simulator = UDCSimulator(UDCConfig(display=simulate_udc))
 
     @classmethod
