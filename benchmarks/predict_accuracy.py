@@ -229,6 +229,7 @@ def render(report: dict[str, Any]) -> str:
         + " | ".join(f"recall {c} %" for c in shared) + " | images (8-class) | 8-class acc. % |",
         "| --- | --- |" + " ---: |" * (len(shared) + 5),
     ]
+    label = {"lrdif": f"lrdif ({report['weights']['model']})", "fer": "fer"}
     for name, entry in report["data"].items():
         seven = entry["seven_class"]
         for model in ("lrdif", "fer"):
@@ -238,8 +239,9 @@ def render(report: dict[str, Any]) -> str:
                      f"{100 * entry['eight_class']['accuracy']:.2f}" if model == "lrdif"
                      else "- | -")
             lines.append(
-                f"| {name} | {model} | {seven['images']} | {100 * summary['accuracy']:.2f} | "
-                f"{100 * summary['macro_f1']:.2f} | {recalls} | {eight} |"
+                f"| {name} | {label[model]} | {seven['images']} | "
+                f"{100 * summary['accuracy']:.2f} | {100 * summary['macro_f1']:.2f} | "
+                f"{recalls} | {eight} |"
             )
     lines += ["", "Caveat: fer's classifier was trained on FER2013's own single labels and "
               "selected on FER2013's PublicTest + PrivateTest rows (FER2013Valid + "

@@ -11,6 +11,7 @@ from scipy import stats
 from lrdif.udc.degrade import (
     UDCConfig,
     UDCSimulator,
+    _fft_size,
     linear_to_srgb,
     poisson_gaussian,
     snr_to_electrons,
@@ -128,6 +129,77 @@ def test_same_seed_and_key_give_the_same_image_whatever_the_batch() -> None:
     other_keys = sim.degrade(images, [k + "x" for k in keys])
     assert (other_keys != whole).mean() > 0.3
     assert stream_seed(0, "a") != stream_seed(1, "a") != stream_seed(0, "b")
+
+
+def plain_blur(sim: UDCSimulator, linear: torch.Tensor) -> torch.Tensor:
+    """``UDCSimulator.blur`` written plainly: ``np.pad`` (symmetric), one ``irfft2``."""
+    height, width = linear.shape[-2:]
+    kernel, glare = sim.kernel(height, width)
+    r = kernel.shape[-1] // 2
+    ph, pw = _fft_size(height + 2 * r), _fft_size(width + 2 * r)
+    plane = np.zeros((3, ph, pw))
+    plane[:, : 2 * r + 1, : 2 * r + 1] = kernel
+    plane = np.roll(plane, (-r, -r), axis=(1, 2))  # kernel centre at (0, 0)
+    spectrum = torch.fft.rfft2(torch.from_numpy(plane)).to(torch.complex64)
+    padded = np.pad(linear.numpy(), ((0, 0), (0, 0), (r, r), (r, r)), mode="symmetric")
+    spec = torch.fft.rfft2(torch.from_numpy(padded), s=(ph, pw)) * spectrum
+    blurred = torch.fft.irfft2(spec, s=(ph, pw))[:, :, r : r + height, r : r + width]
+    glare_t = torch.from_numpy(glare).float().view(3, 1, 1)
+    return (blurred + glare_t * linear.mean(dim=(2, 3), keepdim=True)).clamp_min(0.0)
+
+
+def plain_degrade(sim: UDCSimulator, images: np.ndarray, keys: list[str]) -> np.ndarray:
+    """The model written as plainly as torch allows, op by op: the bytes ``degrade`` must give.
+
+    :func:`plain_blur`, one fresh generator per image, out-of-place gamma: the
+    formulation the existing UDC data sets were made with.
+    """
+    config = sim.config
+    batch = torch.from_numpy(images)
+    grey = batch.ndim == 3
+    lut = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float()
+    linear = lut[batch.long()]
+    linear = linear.unsqueeze(1) if grey else linear.permute(0, 3, 1, 2)
+    gains = sim.transmittance / sim.mean_transmittance * sim.sensor_electrons
+    electrons = plain_blur(sim, linear) * torch.from_numpy(gains).float().view(3, 1, 1)
+    normals = torch.stack(
+        [
+            torch.randn(
+                electrons.shape[1:],
+                generator=torch.Generator().manual_seed(stream_seed(config.seed, key)),
+            )
+            for key in keys
+        ]
+    )
+    noisy = poisson_gaussian(electrons, normals, config.read_noise_e)
+    value = (noisy.clamp(0.0, config.full_well_e) / sim.sensor_electrons).clamp(0.0, 1.0)
+    curve = 1.055 * value.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
+    rgb = (torch.where(value <= 0.0031308, value * 12.92, curve) * 255).round().to(torch.int32)
+    if grey and config.keep_grey:
+        luma = (rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 32768) >> 16
+        return luma.to(torch.uint8).numpy()
+    return rgb.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "images"),
+    [
+        ({}, faces(12)),
+        ({"display": "poled", "severity": 1.0, "seed": 3}, faces(5, size=36, rgb=True)),
+        ({"keep_grey": False, "severity": 0.0}, faces(4, size=30)[:, :, :27].copy()),
+    ],
+)
+def test_degrade_gives_the_bytes_of_the_plain_formulation(kwargs, images) -> None:
+    # The batched path (one gather for the padding, irfft2 split so that only the kept
+    # rows are transformed twice, one reseeded generator, gamma in place) must not move
+    # a single byte: data sets synthesised before stay reproducible.
+    sim = simulator(**kwargs)
+    keys = [f"FER2013Train/fer{i:07d}.png" for i in range(len(images))]
+    np.testing.assert_array_equal(sim.degrade(images, keys), plain_degrade(sim, images, keys))
+    # bytes can hide last-bit changes; the blur's floats must match exactly too
+    linear = torch.from_numpy(images).float().div_(255)
+    linear = linear.unsqueeze(1) if linear.ndim == 3 else linear.permute(0, 3, 1, 2)
+    assert torch.equal(sim.blur(linear), plain_blur(sim, linear))
 
 
 def test_grey_stays_grey_rgb_stays_rgb_and_types_are_kept() -> None:

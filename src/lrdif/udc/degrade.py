@@ -47,12 +47,18 @@ def srgb_to_linear(values: torch.Tensor) -> torch.Tensor:
 
 def linear_to_srgb(values: torch.Tensor) -> torch.Tensor:
     """IEC 61966-2-1 encoding of linear values in [0, 1]."""
+    return _linear_to_srgb_(values.clone())
+
+
+def _linear_to_srgb_(values: torch.Tensor) -> torch.Tensor:
+    """:func:`linear_to_srgb` that overwrites ``values`` (the same operations, one buffer less)."""
+    low = values <= 0.0031308
     curve = values.clamp_min(0.0031308).pow_(1 / 2.4).mul_(1.055).sub_(0.055)
-    return torch.where(values <= 0.0031308, values * 12.92, curve)
+    return torch.where(low, values.mul_(12.92), curve, out=curve)
 
 
-#: Linear value of every 8-bit sRGB code.
-_LINEAR_LUT = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float()
+#: Linear value of every 8-bit sRGB code (a numpy table: ``np.take`` is the fastest lookup).
+_LINEAR_LUT = srgb_to_linear(torch.arange(256, dtype=torch.float64) / 255).float().numpy()
 
 
 def snr_to_electrons(snr_db: float, read_noise_e: float) -> float:
@@ -86,6 +92,24 @@ def _symmetric_index(n: int, pad: int) -> torch.Tensor:
     return torch.where(m >= n, 2 * n - 1 - m, m)
 
 
+@dataclass(frozen=True)
+class _BlurPlan:
+    """What the blur of one image size needs, computed once (:meth:`UDCSimulator._plan`).
+
+    ``spectrum``: rfft2 of the kernel centred at (0, 0), ``(3, Ph, Pw // 2 + 1)``;
+    ``glare``: ``(3, 1, 1)``; ``radius``: the kernel's; ``fft_shape``: ``(Ph, Pw)``;
+    ``pad_index``: flat indices into ``H * W`` of the symmetrically padded image of
+    ``padded_shape = (H + 2r, W + 2r)``, so that padding is one gather.
+    """
+
+    spectrum: torch.Tensor
+    glare: torch.Tensor
+    radius: int
+    fft_shape: tuple[int, int]
+    padded_shape: tuple[int, int]
+    pad_index: torch.Tensor
+
+
 def poisson_gaussian(mean: torch.Tensor, z: torch.Tensor, read_noise: float) -> torch.Tensor:
     """Samples of ``Poisson(mean) + Normal(0, read_noise^2)`` from standard normals ``z``.
 
@@ -98,7 +122,8 @@ def poisson_gaussian(mean: torch.Tensor, z: torch.Tensor, read_noise: float) -> 
     lam = mean.clamp_min(0)
     var = lam + read_noise**2
     s = var.sqrt()
-    g1 = torch.div(lam, var * s)  # skewness
+    g1 = var * s
+    g1 = torch.div(lam, g1, out=g1)  # skewness
     g2 = torch.div(lam, var.square_(), out=var)  # excess kurtosis
     z2 = z * z
     # x = z + g1 (z^2 - 1) / 6 + g2 z (z^2 - 3) / 24 - g1^2 z (2 z^2 - 5) / 36, in place
@@ -170,8 +195,10 @@ class UDCSimulator:
         self.transmittance = self.display.transmittance  # (3,) R, G, B
         self.mean_transmittance = float(np.dot(LUMINANCE, self.transmittance))
         self.sensor_electrons = snr_to_electrons(self.config.snr_db, self.config.read_noise_e)
+        per_channel = self.transmittance / self.mean_transmittance * self.sensor_electrons
+        self._exposure = torch.from_numpy(per_channel).float().view(3, 1, 1)
         self._psf: np.ndarray | None = None
-        self._spectra: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, int, int, int]] = {}
+        self._plans: dict[tuple[int, int], _BlurPlan] = {}
 
     # ------------------------------------------------------------------ optics
 
@@ -196,11 +223,9 @@ class UDCSimulator:
             self.psf, self.scale(height, width), max_radius=max(1, max(height, width) // 3)
         )
 
-    def _spectrum(
-        self, height: int, width: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int, int, int]:
-        """Cached ``(rfft2 of the kernel (3, Ph, Pw//2+1), glare (3, 1, 1), r, Ph, Pw)``."""
-        if (height, width) not in self._spectra:
+    def _plan(self, height: int, width: int) -> _BlurPlan:
+        """The cached :class:`_BlurPlan` of ``height x width`` images."""
+        if (height, width) not in self._plans:
             kernel, glare = self.kernel(height, width)
             r = kernel.shape[-1] // 2
             ph, pw = _fft_size(height + 2 * r), _fft_size(width + 2 * r)
@@ -208,10 +233,16 @@ class UDCSimulator:
             rows = torch.arange(-r, r + 1) % ph  # kernel centre at (0, 0): no shift
             cols = torch.arange(-r, r + 1) % pw
             plane[:, rows[:, None], cols[None, :]] = torch.from_numpy(kernel)
-            spectrum = torch.fft.rfft2(plane).to(torch.complex64)
-            glare_t = torch.from_numpy(glare).float().view(3, 1, 1)
-            self._spectra[(height, width)] = (spectrum, glare_t, r, ph, pw)
-        return self._spectra[(height, width)]
+            pad_rows, pad_cols = _symmetric_index(height, r), _symmetric_index(width, r)
+            self._plans[(height, width)] = _BlurPlan(
+                spectrum=torch.fft.rfft2(plane).to(torch.complex64),
+                glare=torch.from_numpy(glare).float().view(3, 1, 1),
+                radius=r,
+                fft_shape=(ph, pw),
+                padded_shape=(height + 2 * r, width + 2 * r),
+                pad_index=(pad_rows[:, None] * width + pad_cols[None, :]).flatten(),
+            )
+        return self._plans[(height, width)]
 
     # ------------------------------------------------------------------ stages
 
@@ -221,19 +252,31 @@ class UDCSimulator:
         Symmetric padding by the kernel radius stands in for the scene around the crop;
         a grey input has one forward FFT shared by the three channels.
         """
+        n, c, height, width = linear.shape
+        plan = self._plan(height, width)
+        padded = linear.reshape(n, c, height * width)[:, :, plan.pad_index]
+        return self._blur_padded(linear, padded.view(n, c, *plan.padded_shape), plan)
+
+    def _blur_padded(
+        self, linear: torch.Tensor, padded: torch.Tensor, plan: _BlurPlan
+    ) -> torch.Tensor:
+        """:meth:`blur` of ``linear`` given it already padded, ``(N, C, H + 2r, W + 2r)``.
+
+        The inverse FFT is torch's ``irfft2`` in its own two steps (an inverse FFT over
+        rows, then a real inverse FFT over columns, each with its own normalisation: the
+        same numbers), so that the second step runs only on the rows the crop keeps.
+        """
         height, width = linear.shape[-2:]
-        spectrum, glare, r, ph, pw = self._spectrum(height, width)
-        rows, cols = _symmetric_index(height, r), _symmetric_index(width, r)
-        padded = linear[:, :, rows][:, :, :, cols]  # (N, C, H + 2r, W + 2r)
-        spec = torch.fft.rfft2(padded, s=(ph, pw)) * spectrum  # (N, 3, Ph, Pw//2+1)
-        blurred = torch.fft.irfft2(spec, s=(ph, pw))[:, :, r : r + height, r : r + width]
-        blurred = blurred + glare * linear.mean(dim=(2, 3), keepdim=True)
+        r, (ph, pw) = plan.radius, plan.fft_shape
+        spec = torch.fft.rfft2(padded, s=(ph, pw)) * plan.spectrum  # (N, 3, Ph, Pw//2+1)
+        rows = torch.fft.ifft(spec, dim=-2)[:, :, r : r + height]
+        blurred = torch.fft.irfft(rows, n=pw, dim=-1)[..., r : r + width]
+        blurred = blurred + plan.glare * linear.mean(dim=(2, 3), keepdim=True)
         return blurred.clamp_min_(0.0)  # FFT round-off leaves tiny negatives
 
     def expose(self, blurred: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` linear light at the scene -> expected electrons behind the display."""
-        per_channel = self.transmittance / self.mean_transmittance * self.sensor_electrons
-        return blurred.mul_(torch.from_numpy(per_channel).float().view(3, 1, 1))
+        return blurred.mul_(self._exposure)
 
     @property
     def scene_photons(self) -> float:
@@ -248,8 +291,9 @@ class UDCSimulator:
         if len(keys) != electrons.shape[0]:
             raise ValueError(f"{len(keys)} keys for {electrons.shape[0]} images")
         normals = torch.empty(electrons.shape)
-        for i, key in enumerate(keys):  # one generator per image: order-free streams
-            generator = torch.Generator().manual_seed(stream_seed(self.config.seed, key))
+        generator = torch.Generator()
+        for i, key in enumerate(keys):  # one stream per image: order-free; reseeding restarts it
+            generator.manual_seed(stream_seed(self.config.seed, key))
             normals[i].normal_(generator=generator)
         noisy = poisson_gaussian(electrons, normals, self.config.read_noise_e)
         return noisy.clamp_(0.0, self.config.full_well_e)
@@ -257,13 +301,15 @@ class UDCSimulator:
     def develop(self, electrons: torch.Tensor, grey: bool) -> torch.Tensor:
         """Gain ``1 / L``, linear -> sRGB, 8-bit: ``(N, 3, H, W)`` -> uint8 ``(N, H, W[, 3])``.
 
-        ``grey``: PIL's ITU-R 601 luma of the 8-bit RGB, bit for bit.
+        ``grey``: PIL's ITU-R 601 luma of the 8-bit RGB, bit for bit. Overwrites
+        ``electrons``.
         """
         linear = electrons.div_(self.sensor_electrons).clamp_(0.0, 1.0)
-        rgb = linear_to_srgb(linear).mul_(255).round_().to(torch.int32)
+        rgb = _linear_to_srgb_(linear).mul_(255).round_().to(torch.int32)
         if grey:
-            luma = (rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 32768) >> 16
-            return luma.to(torch.uint8)
+            luma = torch.mul(rgb[:, 0], 19595)
+            luma.add_(rgb[:, 1], alpha=38470).add_(rgb[:, 2], alpha=7471).add_(32768)
+            return luma.bitwise_right_shift_(16).to(torch.uint8)
         return rgb.permute(0, 2, 3, 1).to(torch.uint8).contiguous()
 
     # ------------------------------------------------------------------ whole model
@@ -291,13 +337,21 @@ class UDCSimulator:
             raise ValueError(f"{len(keys)} keys for {batch.shape[0]} images")
         grey = batch.ndim == 3
         height, width = batch.shape[1:3]
-        _, _, _, ph, pw = self._spectrum(height, width)
+        plan = self._plan(height, width)
+        ph, pw = plan.fft_shape
         step = max(1, CHUNK_PIXELS // (ph * pw))  # chunks small enough to stay in cache
         parts = []
         for i in range(0, batch.shape[0], step):
-            linear = _LINEAR_LUT[batch[i : i + step].long()]
+            codes = batch[i : i + step].numpy()
+            linear = torch.from_numpy(np.take(_LINEAR_LUT, codes))
             linear = linear.unsqueeze(1) if grey else linear.permute(0, 3, 1, 2)
-            electrons = self.add_noise(self.expose(self.blur(linear)), keys[i : i + step])
+            # pad the 8-bit codes (a quarter of the bytes), then look the padding up
+            pixels = codes.reshape(len(codes), height * width, -1)  # (n, H * W, C)
+            padded_codes = np.take(pixels, plan.pad_index.numpy(), axis=1).transpose(0, 2, 1)
+            padded = torch.from_numpy(np.take(_LINEAR_LUT, padded_codes))  # (n, C, P)
+            padded = padded.view(len(codes), -1, *plan.padded_shape)
+            blurred = self._blur_padded(linear, padded, plan)
+            electrons = self.add_noise(self.expose(blurred), keys[i : i + step])
             parts.append(self.develop(electrons, grey and self.config.keep_grey))
         out = torch.cat(parts)
         return out.numpy() if as_numpy else out
