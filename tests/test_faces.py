@@ -61,7 +61,8 @@ def test_confidence_is_the_documented_map_of_the_last_stage_weight(haar):
     grey = read_image(ASTRONAUT, mode="L")
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + HaarFaceDetector.CASCADE)
     _, levels, weights = cascade.detectMultiScale3(
-        grey, scaleFactor=1.1, minNeighbors=5, minSize=(30, 30), outputRejectLevels=True
+        grey, scaleFactor=1.1, minNeighbors=5, minSize=(haar.min_size,) * 2,
+        outputRejectLevels=True
     )
     assert int(np.ravel(levels)[0]) == 25  # the face passed all 25 stages
     (face,) = haar.detect(grey)
