@@ -37,6 +37,7 @@ from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import load_config
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
+    ablation_variants,
     evaluate_checkpoint,
     run_ablation,
     steps_curve,
@@ -218,6 +219,10 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     summary_file = _summary_path(work, name)
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     summary.update(root=str(root), started=summary.get("started") or time.time())
+    summary.setdefault("commands", [])
+    command = "python benchmarks/ferplus.py " + " ".join(sys.argv[1:])
+    if command not in summary["commands"]:
+        summary["commands"].append(command)
     base = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
     common = [*base, f"data.root={root}"]
     epochs = [] if args.smoke is not None else [f"epochs={args.epochs}"]
@@ -316,6 +321,16 @@ def report(work: Path, results: Path, smoke: bool) -> None:
     print(text)
 
 
+def _table5_so_far(methods: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table 5 rows from the runs every data set makes (S1, S2-V1, S2-V3)."""
+    variants = ablation_variants()
+    named = [("LRDif_S1", "stage 1 with the ground-truth label", "lrdif_s1_with_label"),
+             ("LRDif_S2-V1", variants["S2-V1"]["description"], "lrdif_s2_no_dm"),
+             ("LRDif_S2-V3", variants["S2-V3"]["description"], "lrdif_s2")]
+    return [{"method": m, "description": d, "test": methods[k]} for m, d, k in named
+            if k in methods]
+
+
 def _cell(table: dict, name: str, method: str) -> str:
     value = table.get(name, {}).get(method)
     return "-" if value is None else f"{value:.2f}"
@@ -325,8 +340,10 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
     lines = [
         "# FERPlus and UDC-FERPlus (T-OLED) benchmark" + (" - SMOKE RUN, not a result"
                                                           if smoke else ""), "",
-        f"- Command: `python benchmarks/ferplus.py {' '.join(sys.argv[1:])}` (one process "
-        "per data set; the report is rebuilt from every finished run)",
+        *(f"- Commands, {name}: " + "; ".join(f"`{c}`" for c in s.get("commands", []))
+          for name, s in summaries.items()),
+        f"- Report: `python benchmarks/ferplus.py {' '.join(sys.argv[1:])}` (rebuilt from "
+        "every finished run)",
         f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}, commit {git_commit()}",
         f"- Machine: {machine()}",
         *(f"- Wall time, {name}: {s['wall_s'] / 3600:.2f} h" for name, s in summaries.items()
@@ -342,9 +359,12 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
                      f"{_cell(accuracy, 'udc_toled', m)} | {drop} |")
     lines += ["", "Paper: LRDif 87.13 (FERPlus), 84.89 (UDC-FERPlus).", ""]
     udc = summaries.get("udc_toled", {})
-    if "table5" in udc:
+    rows = udc.get("table5") or _table5_so_far(udc.get("methods", {}))
+    if rows:
         lines += ["## Table 5 analogue (UDC-FERPlus, test split)", "",
-                  table5_markdown(udc["table5"]), ""]
+                  table5_markdown(rows), ""]
+        if len(rows) < 5:
+            lines += ["Variants S2-V2 and S2-V4 have not finished yet.", ""]
     if "fig6" in udc:
         lines += ["## Fig. 6 analogue (UDC-FERPlus, LRDif stage 2)", "",
                   "| iterations | accuracy (%) |", "| --- | --- |"]
