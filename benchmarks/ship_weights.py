@@ -40,13 +40,16 @@ SHORT = {"neutral": "ne", "happiness": "ha", "surprise": "su", "sadness": "sa", 
 
 
 def _relative(value: Any) -> Any:
-    """``value`` with absolute paths inside the repository made relative to it."""
+    """``value`` with absolute paths inside the repository (or beside it, as the shared
+    data are) made relative to it."""
     if isinstance(value, dict):
         return {k: _relative(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_relative(v) for v in value]
     if isinstance(value, str) and value.startswith(str(REPO) + "/"):
         return value[len(str(REPO)) + 1:]
+    if isinstance(value, str) and value.startswith(str(REPO.parent) + "/"):
+        return "../" + value[len(str(REPO.parent)) + 1:]
     return value
 
 

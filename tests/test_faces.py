@@ -60,13 +60,16 @@ def test_haar_works_on_grey_and_rgb_alike(haar):
 def test_confidence_is_the_documented_map_of_the_last_stage_weight(haar):
     grey = read_image(ASTRONAUT, mode="L")
     cascade = cv2.CascadeClassifier(cv2.data.haarcascades + HaarFaceDetector.CASCADE)
-    _, levels, weights = cascade.detectMultiScale3(
-        grey, scaleFactor=1.1, minNeighbors=5, minSize=(haar.min_size,) * 2,
-        outputRejectLevels=True
+    shrink = haar.min_size / HaarFaceDetector.WINDOW  # the documented search level
+    small = cv2.resize(grey, (round(grey.shape[1] / shrink), round(grey.shape[0] / shrink)),
+                       interpolation=cv2.INTER_AREA)
+    boxes, levels, weights = cascade.detectMultiScale3(
+        small, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24), outputRejectLevels=True
     )
     assert int(np.ravel(levels)[0]) == 25  # the face passed all 25 stages
     (face,) = haar.detect(grey)
     assert face.confidence == pytest.approx(1 / (1 + math.exp(-2 * float(np.ravel(weights)[0]))))
+    assert face.box == tuple(round(v * shrink) for v in boxes[0])  # in the picture's pixels
 
 
 @pytest.mark.parametrize("kind", ["blank", "gradient", "tiny"])
@@ -97,7 +100,7 @@ def test_haar_finds_ferplus_faces_pasted_into_photos(haar):
             assert iou(faces[0].box, (x, y, 160, 160)) > 0.4, path.name
             found += 1
     # Tight 48x48 crops lose the forehead and chin the cascade was trained with; measured
-    # 75 of 100 on the first FERPlus test faces, so at least half must be found.
+    # 67 of 100 on the first FERPlus test faces, so at least half must be found.
     assert found >= len(files) // 2
 
 

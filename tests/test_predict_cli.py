@@ -106,7 +106,7 @@ def test_no_detect_on_face_crops(checkpoint, tmp_path):
 def test_missing_default_model_is_a_usage_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(recognizer_module, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
     assert predict(str(ASTRONAUT)) == 2
-    assert "no trained default model is shipped" in capsys.readouterr().err
+    assert "the default model of lrdif is not installed" in capsys.readouterr().err
 
 
 def test_bad_checkpoint_is_a_usage_error(tmp_path, capsys):

@@ -66,9 +66,31 @@ def direct_probabilities(recognizer: Recognizer, crops: np.ndarray) -> np.ndarra
 
 def test_no_default_weights_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(recognizer_module, "DEFAULT_WEIGHTS", tmp_path / "absent.safetensors")
-    with pytest.raises(NoDefaultWeightsError, match="no trained default model is shipped") as e:
+    with pytest.raises(NoDefaultWeightsError, match="default model of lrdif is not installed") as e:
         Recognizer()
     assert "lrdif train" in str(e.value) and "from_checkpoint" in str(e.value)
+
+
+def test_the_shipped_model_is_the_one_its_card_describes():
+    """The package's default weights: a stage-2 LRDif under 25 MB whose SHA-256 and test
+    accuracy are the ones its model card states (the card is made from the file)."""
+    import hashlib
+    import re
+
+    from lrdif.checkpoint import load_checkpoint
+
+    path = recognizer_module.DEFAULT_WEIGHTS
+    card = (path.parent / "MODEL_CARD.md").read_text()
+    assert path.stat().st_size <= 25 * 1024 * 1024
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in card
+    meta = load_checkpoint(path).meta
+    assert load_checkpoint(path).model_name == "lrdif_s2"
+    assert meta["udc_manifest"]["settings"]["simulator"]["display"] == "toled"
+    assert meta["train_config"]["data"]["val_split"] == "valid"  # selected on validation
+    rec = Recognizer(device="cpu")
+    (face,) = rec.predict(ASTRONAUT)
+    assert face["dominant_emotion"] in rec.class_names
+    assert re.search(r"\| UDC-FERPlus toled .*\| 3137 \| \d+\.\d\d% \|", card)
 
 
 def test_default_weights_load_when_present(monkeypatch, checkpoint):

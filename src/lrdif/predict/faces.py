@@ -73,12 +73,20 @@ class HaarFaceDetector:
     finest level, so 48 instead of OpenCV's customary 30 scans about a third of the
     windows (fer uses 50). Pass a smaller ``min_size`` for small faces.
 
-    ``margin`` defaults to 0: on 100 FERPlus test faces pasted into 640x480
-    frames, the cascade's boxes averaged 0.98x the side of the FERPlus crop
-    (75 found), so its boxes already frame a face as FER2013's crops do.
+    The cascade's window is 24x24 pixels, so the finest pyramid level that can hold a
+    ``min_size`` face is the picture shrunk by ``min_size / 24``. ``detect`` shrinks it
+    to that level once (area averaging) and searches from there, rather than letting
+    OpenCV resample the full-size picture at every level: on a 640x480 photo, 20 ms
+    instead of 39 ms (2 threads), with boxes within a few pixels of the full-size ones.
+
+    ``margin`` defaults to 0: on the first 100 FERPlus test faces upscaled to 160 px
+    and pasted into 640x480 frames, the boxes averaged 0.94x the side of the FERPlus
+    crop (67 found; 0.94x and 66-67 found with the full-size search at 30 or 48 px),
+    so its boxes already frame a face about as FER2013's crops do.
     """
 
     CASCADE = "haarcascade_frontalface_default.xml"
+    WINDOW = 24  # the cascade's training window, in pixels
 
     def __init__(
         self,
@@ -110,20 +118,25 @@ class HaarFaceDetector:
         grey = convert_mode(image, "L")
         if min(grey.shape) < self.min_size:
             return []
+        shrink = max(1.0, self.min_size / self.WINDOW)
+        if shrink > 1.0:
+            size = (max(1, round(grey.shape[1] / shrink)), max(1, round(grey.shape[0] / shrink)))
+            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+        smallest = round(self.min_size / shrink)
         boxes, _levels, weights = self._cascade.detectMultiScale3(
             grey,
             scaleFactor=self.scale_factor,
             minNeighbors=self.min_neighbors,
-            minSize=(self.min_size, self.min_size),
+            minSize=(smallest, smallest),
             outputRejectLevels=True,
         )
-        faces = [
-            Face(
-                box=(int(x), int(y), int(w), int(h)),
-                confidence=1.0 / (1.0 + math.exp(-2.0 * float(weight))),
-            )
-            for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=True)
-        ]
+        height, width = image.shape[:2]
+        faces = []
+        for (x, y, w, h), weight in zip(boxes, np.ravel(weights), strict=True):
+            x0, y0 = round(x * shrink), round(y * shrink)  # back to the picture's pixels
+            x1, y1 = min(width, round((x + w) * shrink)), min(height, round((y + h) * shrink))
+            faces.append(Face(box=(x0, y0, x1 - x0, y1 - y0),
+                              confidence=1.0 / (1.0 + math.exp(-2.0 * float(weight)))))
         return sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)
 
 

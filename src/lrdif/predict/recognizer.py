@@ -56,7 +56,7 @@ _PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pix
 
 
 class NoDefaultWeightsError(FileNotFoundError):
-    """``Recognizer()`` was called but this version ships no trained default model."""
+    """``Recognizer()`` was called but the default weights file is not installed."""
 
 
 class Predictions(list):
@@ -169,8 +169,9 @@ class Recognizer:
     """Facial expression recognition on photos, folders and videos with a trained checkpoint.
 
     ``weights``: a checkpoint made by ``lrdif train`` (stage-2 LRDif or a baseline);
-    None means the default model shipped in the package, which this version does not
-    have yet (an error says so rather than run untrained weights). ``detector``: a
+    None means the default model shipped in the package (``DEFAULT_WEIGHTS``, LRDif
+    stage 2 trained on UDC-FERPlus; its card is ``weights/MODEL_CARD.md``); where that
+    file is missing, an error says so rather than run untrained weights. ``detector``: a
     ``FACE_DETECTORS`` name or any :class:`FaceDetector`. ``simulate_udc``: a display
     preset (``"toled"``, ``"poled"``) through which each face crop is passed before the
     model, as UDC-FERPlus was made from clean crops, to show a display's effect (the
@@ -194,8 +195,9 @@ class Recognizer:
         if weights is None:
             if not DEFAULT_WEIGHTS.is_file():
                 raise NoDefaultWeightsError(
-                    "no trained default model is shipped in this version of lrdif "
-                    f"(expected {DEFAULT_WEIGHTS}). Train one with `lrdif train` and pass "
+                    "the default model of lrdif is not installed "
+                    f"(expected {DEFAULT_WEIGHTS}). Reinstall lrdif, or train a model with "
+                    "`lrdif train` and pass "
                     "its checkpoint: Recognizer.from_checkpoint('runs/.../best.safetensors') "
                     "or `lrdif predict --weights CKPT ...`"
                 )
