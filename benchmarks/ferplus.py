@@ -85,8 +85,9 @@ def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32) -> floa
 
 def train_flops_per_image(model: torch.nn.Module, size: int) -> float:
     """Training FLOPs of one image: 3x the forward count of FlopCounterMode (backward ~ 2x
-    forward). The backward is not counted directly because torch's counter ignores the
-    groups of a grouped convolution's backward, overcounting depthwise convs ~10x."""
+    forward), 1x for a frozen E_I (no backward). The backward is not counted directly
+    because torch's counter ignores the groups of a grouped convolution's backward,
+    overcounting depthwise convs ~10x."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.train()
@@ -94,7 +95,14 @@ def train_flops_per_image(model: torch.nn.Module, size: int) -> float:
     y = torch.arange(16) % len(model.class_names)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, labels=y)
-    return 3 * counter.get_total_flops() / 16
+    total = counter.get_total_flops()
+    fpen = getattr(model, "fpen_s2", None) or getattr(model, "fpen_s1", None)
+    frozen = 0
+    if fpen is not None and not any(p.requires_grad for p in fpen.image_encoder.parameters()):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fpen.image_encoder(model.normalize(x))
+        frozen = counter.get_total_flops()
+    return (3 * (total - frozen) + frozen) / 16
 
 
 def _config(name: str, overrides: list[str]) -> TrainConfig:
@@ -131,8 +139,12 @@ def throughput(args: argparse.Namespace) -> None:
                  *args.override]
     for method, config_name in (("resnet18", "cpu_resnet18"), ("lrdif_s1", "cpu_s1"),
                                 ("lrdif_s2", "cpu_s2")):
-        extra = [f"model.init_from={work / 'lrdif_s1' / 'best.safetensors'}"] \
-            if method == "lrdif_s2" else []
+        extra = {
+            "resnet18": [],
+            "lrdif_s1": ["model.options.image_encoder_kwargs.checkpoint="
+                         f"{work / 'resnet18' / 'best.safetensors'}"],
+            "lrdif_s2": [f"model.init_from={work / 'lrdif_s1' / 'best.safetensors'}"],
+        }[method]
         own = [o for o in overrides if not (method != "lrdif_s1" and o.startswith("model."))]
         config = _config(config_name, own + extra)
         result = train(config, work / method)
@@ -229,13 +241,16 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     s1_epochs = [] if args.smoke is not None else [f"epochs={args.s1_epochs}"]
     methods = summary.setdefault("methods", {})
 
-    r18_overrides = [*common, *epochs, *(["bf16=true"] if args.bf16_resnet else [])]
+    r18_epochs = epochs if args.resnet_epochs is None else [f"epochs={args.resnet_epochs}"]
+    r18_overrides = [*common, *r18_epochs, *(["bf16=true"] if args.bf16_resnet else [])]
     r18 = run_train(_config("cpu_resnet18", r18_overrides), out / "resnet18")
     methods["resnet18"] = evaluate_checkpoint(r18, _config("cpu_resnet18", common).data,
                                               "test", cache_dir=out / "landmarks").summary
     _save(work, name, summary)
 
-    s1 = run_train(_config("cpu_s1", [*common, *s1_epochs]), out / "lrdif_s1")
+    s1_overrides = [*common, *s1_epochs, f"model.options.image_encoder_kwargs.checkpoint={r18}",
+                    *([f"optim.warmup_epochs={args.s1_warmup}"] if args.smoke is None else [])]
+    s1 = run_train(_config("cpu_s1", s1_overrides), out / "lrdif_s1")
     s2_config = _config("cpu_s2", [*common, *epochs, f"model.init_from={s1}"])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
@@ -251,9 +266,8 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
                                [r["accuracy"] for r in summary["fig6"]],
                                results / "fig6_steps.png", trained_steps=4)
     _save(work, name, summary)
-    if name == "udc_toled":  # Table 5: the two remaining variants, from the same stage 1
-        variants = ["S2-V1", "S2-V2", "S2-V3", "S2-V4"] if args.smoke is None \
-            else ["S2-V1", "S2-V3"]
+    if name == "udc_toled":  # Table 5: the remaining variants, from the same stage 1
+        variants = args.table5 if args.smoke is None else ["S2-V1", "S2-V3"]
         summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
         _save(work, name, summary)
     summary["wall_s"] = time.time() - summary["started"]
@@ -294,12 +308,14 @@ def report(work: Path, results: Path, smoke: bool) -> None:
             best = work / name / run / "best.safetensors"
             if best.is_file():  # training FLOPs per image vs this machine's matmul peak
                 model = load_model(best)
-                bf16 = bool(load_checkpoint(best).meta["train_config"].get("bf16"))
+                meta = load_checkpoint(best).meta
+                bf16 = bool(meta["train_config"].get("bf16"))
                 if bf16 not in peaks:
                     peaks[bf16] = matmul_peak(dtype=torch.bfloat16 if bf16 else torch.float32)
                 efficiency[f"{name}/{run}"] = {
                     "train_gflop_per_image": train_flops_per_image(model, 48) / 1e9,
-                    "peak_gflops": peaks[bf16] / 1e9, "bf16": bf16}
+                    "peak_gflops": peaks[bf16] / 1e9, "bf16": bf16,
+                    "commit": (meta.get("git_commit") or "-")[:12]}
     for key, h in histories.items():
         if key in efficiency:
             rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
@@ -349,6 +365,9 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
         *(f"- Wall time, {name}: {s['wall_s'] / 3600:.2f} h" for name, s in summaries.items()
           if "wall_s" in s),
         "- Protocol: 8-class majority labels, FER2013Test, every run selected on FER2013Valid.",
+        "- LRDif's image encoder E_I is the frozen trunk of the same data set's ResNet-18 "
+        "(the resnet18 row), trained on the training split (docs/model.md); a run that "
+        "was already finished is reused, so a wall time counts only what this command ran.",
         "", "## Test accuracy (%)", "",
         "| method | clean FERPlus | UDC-FERPlus | drop |", "| --- | --- | --- | --- |",
     ]
@@ -380,8 +399,8 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
               "bf16 for runs trained with bf16 autocast), measured when the report was built.",
               "",
               "| run | epochs | best val acc (%) | mean train images/s | train GFLOP/image | "
-              "fraction of matmul peak | wall (min) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "fraction of matmul peak | wall (min) | trained at commit |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run, h in histories.items():
         rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
         wall = sum(r.get("epoch_time_s", 0.0) for r in h) / 60
@@ -392,7 +411,8 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
                                        f"{e['peak_gflops']:.0f} GFLOP/s"
                                        f"{' (bf16)' if e['bf16'] else ''}")
         lines.append(f"| {run} | {len(h)} | {100 * max(r['val_accuracy'] for r in h):.2f} | "
-                     f"{sum(rates) / max(len(rates), 1):.1f} | {flops} | {share} | {wall:.1f} |")
+                     f"{sum(rates) / max(len(rates), 1):.1f} | {flops} | {share} | {wall:.1f} | "
+                     f"{'-' if e is None else e['commit']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -417,6 +437,14 @@ def main() -> None:
     f.add_argument("--epochs", type=int, default=10,
                    help="epochs of ResNet-18 and of every stage-2 run")
     f.add_argument("--s1-epochs", type=int, default=10, help="epochs of LRDif stage 1")
+    f.add_argument("--s1-warmup", type=float, default=1.0,
+                   help="LR warm-up epochs of LRDif stage 1 (the config's: 1.0)")
+    f.add_argument("--resnet-epochs", type=int, default=None,
+                   help="epochs of ResNet-18 (default: --epochs)")
+    f.add_argument("--table5", nargs="+", default=list(ablation_variants()), metavar="VARIANT",
+                   help="Table 5 variants this process trains on udc_toled (the main rows "
+                        "need S2-V1 and S2-V3; give the others to parallel processes, then "
+                        "rerun with all to collect them)")
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     f.add_argument("--bf16-resnet", action="store_true",
                    help="bf16 autocast for ResNet-18 (2x on AMX CPUs; LRDif gains nothing)")

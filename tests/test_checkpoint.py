@@ -160,3 +160,34 @@ def test_training_state_round_trip(tmp_path: Path) -> None:
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     with pytest.raises(CheckpointError, match="training-state"):
         load_checkpoint(path)
+
+
+def test_stage2_with_a_frozen_encoder_stores_it_once(tmp_path: Path) -> None:
+    """A frozen E_I (here resnet18) is shared by teacher and FPEN_S2: the file holds its
+    tensors once and loading gives both modules the same, identical weights."""
+    from lrdif.models.baselines import ResNet18, ResNet18Config
+
+    torch.manual_seed(0)
+    r18 = tmp_path / "r18.safetensors"
+    save_checkpoint(r18, ResNet18(config=ResNet18Config(widths=(8, 16), blocks=(1, 1))))
+    config = _config(image_encoder="resnet18", image_encoder_kwargs={
+        "checkpoint": str(r18), "widths": [8, 16], "blocks": [1, 1]})
+    s2 = LRDifStage2.from_stage1(LRDifStage1(config=config)).eval()
+    assert s2.shares_image_encoder and s2.fpen_s2.image_encoder is s2.teacher.image_encoder
+    path = tmp_path / "s2.safetensors"
+    save_checkpoint(path, s2)
+    stored = json.loads(json.loads(path.read_bytes()[8:8 + int.from_bytes(
+        path.read_bytes()[:8], "little")])["__metadata__"]["lrdif"])["shared"]
+    assert stored and all(k.startswith("fpen_s2.image_encoder.") for k in stored)
+    ckpt = load_checkpoint(path)
+    assert set(ckpt.state_dict) == set(s2.state_dict())
+    loaded = load_model(path)
+    assert loaded.fpen_s2.image_encoder is loaded.teacher.image_encoder
+    images, labels = torch.rand(3, 1, 48, 48), torch.tensor([1, 2, 3])
+    with torch.inference_mode():
+        a, b = loaded(images, labels=labels), s2(images, labels=labels)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.epr_teacher, b.epr_teacher)
+    # The trainable conv E_I is not shared: each FPEN has its own.
+    conv = LRDifStage2.from_stage1(LRDifStage1(config=_config()))
+    assert not conv.shares_image_encoder
+    assert conv.fpen_s2.image_encoder is not conv.teacher.image_encoder

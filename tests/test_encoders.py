@@ -201,3 +201,65 @@ def test_missing_clip_gives_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="cannot load a CLIP model"):
         build_image_encoder("clip", in_channels=3, pretrained=True,
                             kwargs={"model": str(tmp_path / "nowhere")})
+
+
+# --------------------------------------------------------------------------- resnet18
+
+TINY_WIDTHS, TINY_BLOCKS = (8, 16), (1, 1)
+
+
+@pytest.fixture(scope="module")
+def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained-looking ResNet-18: random weights, non-trivial batch-norm statistics."""
+    from lrdif.checkpoint import save_checkpoint
+    from lrdif.models.baselines import ResNet18, ResNet18Config
+
+    torch.manual_seed(0)
+    net = ResNet18(config=ResNet18Config(widths=TINY_WIDTHS, blocks=TINY_BLOCKS))
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):  # move the running statistics away from (0, 1)
+            net(torch.rand(16, 1, 48, 48) * 0.5 + 0.3)
+    path = tmp_path_factory.mktemp("r18") / "best.safetensors"
+    save_checkpoint(path, net.eval())
+    return path
+
+
+def _resnet_encoder(path: Path, pretrained: bool = True) -> encoders.ResNetImageEncoder:
+    return build_image_encoder("resnet18", in_channels=1, pretrained=pretrained, kwargs={
+        "checkpoint": str(path), "widths": list(TINY_WIDTHS), "blocks": list(TINY_BLOCKS)})
+
+
+def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: Path) -> None:
+    from lrdif.checkpoint import load_model
+
+    net = load_model(resnet_checkpoint)
+    enc = _resnet_encoder(resnet_checkpoint)
+    enc.train()  # stays in eval mode: the trained batch-norm statistics are used
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    images = torch.rand(4, 1, 48, 48)
+    x = (images - encoders.IMAGE_MEAN) / encoders.IMAGE_STD  # what LRDif feeds E_I
+    with torch.no_grad():
+        expected = net(images).features  # the baseline's pooled features (B, 16)
+    assert enc(x).shape == (4, 16)
+    torch.testing.assert_close(enc(x), expected)
+    # Built for a checkpoint (no file read): same architecture, weights still to load.
+    skeleton = _resnet_encoder(Path("absent.safetensors"), pretrained=False)
+    skeleton.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(skeleton(x), expected)
+
+
+def test_resnet_encoder_refuses_other_checkpoints(resnet_checkpoint: Path,
+                                                  tmp_path: Path) -> None:
+    from lrdif.checkpoint import CheckpointError, save_checkpoint
+    from lrdif.models import LRDifConfig, LRDifStage1
+
+    with pytest.raises(CheckpointError, match=r"does not match the image encoder.*widths"):
+        build_image_encoder("resnet18", in_channels=1, pretrained=True,
+                            kwargs={"checkpoint": str(resnet_checkpoint)})  # default widths
+    other = tmp_path / "s1.safetensors"
+    save_checkpoint(other, LRDifStage1(config=LRDifConfig(label_encoder="learned")))
+    with pytest.raises(CheckpointError, match=r"'lrdif_s1' model; the resnet18 image encoder"):
+        _resnet_encoder(other)
+    with pytest.raises(CheckpointError, match=r"absent.safetensors: no such resnet18.*lrdif train"):
+        _resnet_encoder(tmp_path / "absent.safetensors")

