@@ -3,8 +3,8 @@
 Measures, in one run on one machine:
 
 1. faces per second on pre-cropped 48x48 faces (FERPlus test crops when present),
-   batch 64, through ``Recognizer.predict(faces, detect=False)``, for LRDif stage 2
-   with the default config (T = 4) and for the ResNet-18 baseline;
+   batch 64, through ``Recognizer.predict(faces, detect=False)``, for the shipped LRDif
+   stage 2 (T = 4, the frozen ResNet-18 trunk as E_I) and for the ResNet-18 baseline;
 2. the share of LRDif's time spent in the reverse diffusion loop (Eq. 16 x T);
 3. end-to-end latency on one 640x480 JPEG photo with one face (decode, Haar
    detection, crop, model), median of repeated runs;
@@ -15,8 +15,8 @@ Measures, in one run on one machine:
    /tmp/fervenv/bin/pip install tensorflow-cpu "opencv-python-headless<5" requests pillow``
    (fer's own requirements pull CUDA PyTorch and facenet for MTCNN, unused here).
 
-Speed does not depend on training, so the models here are freshly initialised; no
-accuracy is reported. Run: ``python benchmarks/bench_predict.py [--threads 2]``.
+Speed does not depend on training: LRDif is the shipped file, the ResNet-18 freshly
+initialised; no accuracy is reported. Run: ``python benchmarks/bench_predict.py [--threads 2]``.
 """
 
 from __future__ import annotations
@@ -39,8 +39,7 @@ import torch
 from lrdif.checkpoint import save_checkpoint
 from lrdif.data.images import read_image
 from lrdif.models.baselines import ResNet18
-from lrdif.models.lrdif import LRDifConfig, LRDifStage2
-from lrdif.predict.recognizer import Recognizer
+from lrdif.predict.recognizer import DEFAULT_WEIGHTS, Recognizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FERPLUS_TEST = ROOT.parent / "shared" / "data" / "ferplus" / "FER2013Test"
@@ -161,18 +160,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         photo = make_photo(folder)
-        models = {
-            "LRDif stage 2 (T=4)": LRDifStage2(config=LRDifConfig(), pretrained=False),
-            "ResNet-18": ResNet18(),
-        }
-        for name, model in models.items():
-            path = folder / f"{model.registry_name}.safetensors"
-            save_checkpoint(path, model.eval(), meta={})
+        baseline = folder / "resnet18.safetensors"
+        save_checkpoint(baseline, ResNet18().eval(), meta={})
+        models = {"LRDif stage 2 (shipped, T=4)": DEFAULT_WEIGHTS, "ResNet-18": baseline}
+        for name, path in models.items():
             recognizer = Recognizer.from_checkpoint(path, device="cpu", batch_size=64)
             row = {"faces_per_s": faces_per_second(recognizer, faces, args.repeats)}
             row["latency_ms"], row["latency_best_ms"], row["faces_found"] = latency_ms(
                 recognizer, photo, args.latency_repeats)
-            if model.registry_name == "lrdif_s2":
+            if path == DEFAULT_WEIGHTS:
                 row["diffusion_share"] = diffusion_share(recognizer, crops[:, None])
             results[name] = row
         if args.fer_python:

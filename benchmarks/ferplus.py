@@ -172,7 +172,8 @@ def throughput(args: argparse.Namespace) -> None:
         f"- Each model: the real training loop (`lrdif.train.loop.train`, augmentation, "
         f"channels_last, Adam) for {args.steps} steps of batch 64 on FERPlus train "
         "(first images); images/s excludes validation.", "",
-        "| model | config | train images/s | train GFLOP/image (3x forward) | fraction of matmul "
+        "| model | config | train images/s | train GFLOP/image (3x forward; 1x frozen E_I) | "
+        "fraction of matmul "
         "peak | implied FERPlus epoch (25,045 images) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
