@@ -277,7 +277,7 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
 
 def full(args: argparse.Namespace) -> None:
     smoke = args.smoke is not None
-    work = HERE / "work" / ("smoke" if smoke else "full")
+    work = HERE / "work" / ("smoke" if smoke else args.work)
     results = work if smoke else RESULTS
     torch.set_num_threads(args.threads or torch.get_num_threads())
     clean = subset_copy(args.data, work / "ferplus", args.smoke) if smoke else args.data
@@ -447,11 +447,14 @@ def main() -> None:
                         "need S2-V1 and S2-V3; give the others to parallel processes, then "
                         "rerun with all to collect them)")
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    f.add_argument("--work", default="full",
+                   help="folder under benchmarks/work for the runs (one per schedule)")
     f.add_argument("--bf16-resnet", action="store_true",
                    help="bf16 autocast for ResNet-18 (2x on AMX CPUs; LRDif gains nothing)")
     r = sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads for the matmul peak (the training runs' count)")
+    r.add_argument("--work", default="full", help="folder under benchmarks/work to report")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args)
@@ -459,7 +462,7 @@ def main() -> None:
         full(args)
     else:
         torch.set_num_threads(args.threads)
-        report(HERE / "work" / "full", RESULTS, smoke=False)
+        report(HERE / "work" / args.work, RESULTS, smoke=False)
 
 
 if __name__ == "__main__":
