@@ -38,6 +38,7 @@ from lrdif.udc.degrade import UDCConfig, UDCSimulator, stream_seed
 from lrdif.udc.synthesize import encode_like, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 16  # alternations of batched and naive timing
 LINEAR = np.where(
     np.arange(256) / 255 <= 0.04045,
     np.arange(256) / 255 / 12.92,
@@ -92,35 +93,53 @@ def naive_end_to_end(root: Path, relpaths: list[str], dst: Path, sim: UDCSimulat
 
 def interleaved_seconds(
     sim: UDCSimulator, images: np.ndarray, keys: list[str], naive_count: int, batch: int
-) -> tuple[float, float]:
-    """(batched seconds for all images, naive seconds for the first ``naive_count``).
+) -> tuple[float, float, list[float]]:
+    """(batched seconds for all images, naive seconds for the first ``naive_count``,
+    the speed-up of each round).
 
     Both run in this process with one torch thread (a per-core comparison; scipy's
-    fftconvolve is single-threaded too), alternating in 8 rounds so that both see the
-    same load on a shared machine.
+    fftconvolve is single-threaded too), alternating in ``ROUNDS`` short rounds so that
+    both see the same load on a shared machine; the spread of the rounds' speed-ups
+    shows how much that load moved.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     kernel, glare = sim.kernel(*images.shape[1:3])
     sim.degrade(images[:2], keys[:2])  # kernel spectrum for this size, outside the timing
     batched = naive = 0.0
-    rounds = 8
-    big = np.linspace(0, len(images), rounds + 1).astype(int)
-    small = np.linspace(0, naive_count, rounds + 1).astype(int)
+    speedups = []
+    big = np.linspace(0, len(images), ROUNDS + 1).astype(int)
+    small = np.linspace(0, naive_count, ROUNDS + 1).astype(int)
     try:
-        for r in range(rounds):
+        for r in range(ROUNDS):
             start = time.perf_counter()
             for i in range(big[r], big[r + 1], batch):
                 j = min(i + batch, big[r + 1])
                 sim.degrade(images[i:j], keys[i:j])
-            batched += time.perf_counter() - start
+            batched_round = time.perf_counter() - start
             start = time.perf_counter()
             for i in range(small[r], small[r + 1]):
                 naive_degrade(images[i], keys[i], sim, kernel, glare)
-            naive += time.perf_counter() - start
+            naive_round = time.perf_counter() - start
+            speedups.append(
+                ((big[r + 1] - big[r]) / batched_round) / ((small[r + 1] - small[r]) / naive_round)
+            )
+            batched, naive = batched + batched_round, naive + naive_round
     finally:
         torch.set_num_threads(threads)
-    return batched, naive
+    return batched, naive, speedups
+
+
+def _spread(speedups: list[float]) -> str:
+    return (
+        f"rounds: median {np.median(speedups):.1f}x, {min(speedups):.1f}x to {max(speedups):.1f}x"
+    )
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents or path == ROOT else str(path)
 
 
 def load(root: Path, relpaths: list[str]) -> np.ndarray:
@@ -149,9 +168,17 @@ def main() -> int:
     parser.add_argument("--naive-images", type=int, default=1500)
     parser.add_argument("--images-112", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/synthesize.md")
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=ROOT / "benchmarks/work",
+        help="folder for the written data sets (deleted after); file creation speed "
+        "differs between file systems, so this is recorded",
+    )
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="lrdif-bench-"))
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="lrdif-bench-", dir=args.scratch))
     load_before = os.getloadavg()
     config = UDCConfig()
     sim = UDCSimulator(config)
@@ -172,7 +199,7 @@ def main() -> int:
         assert run.written == n
         # 2. and 3. batched simulator alone vs naive reference, in memory, one core
         k = min(args.naive_images, n)
-        batched, naive = interleaved_seconds(sim, images, relpaths, k, 256)
+        batched, naive, rounds48 = interleaved_seconds(sim, images, relpaths, k, 256)
         naive_e2e = naive_end_to_end(args.ferplus, relpaths[:k], work / "naive", sim)
         rows += [
             (
@@ -198,7 +225,7 @@ def main() -> int:
             (
                 "FERPlus 48x48 grey",
                 "speed-up per core, simulator alone (batched / naive)",
-                f"**{(n / batched) / (k / naive):.1f}x**",
+                f"**{(n / batched) / (k / naive):.1f}x** ({_spread(rounds48)})",
             ),
             (
                 "FERPlus 48x48 grey",
@@ -215,7 +242,7 @@ def main() -> int:
         e2e112 = time.perf_counter() - t
         images112 = load(src112, names)[..., ::-1].copy()
         k112 = min(args.naive_images // 3, m)
-        batched112, naive112 = interleaved_seconds(sim, images112, names, k112, 64)
+        batched112, naive112, rounds112 = interleaved_seconds(sim, images112, names, k112, 64)
         kernel112, _ = sim.kernel(112, 112)
         rows += [
             (
@@ -236,7 +263,7 @@ def main() -> int:
             (
                 "112x112 RGB",
                 "speed-up per core, simulator alone (batched / naive)",
-                f"**{(m / batched112) / (k112 / naive112):.1f}x**",
+                f"**{(m / batched112) / (k112 / naive112):.1f}x** ({_spread(rounds112)})",
             ),
         ]
     finally:
@@ -250,7 +277,8 @@ def main() -> int:
         "",
         "```",
         f".venv/bin/python benchmarks/bench_synthesize.py --workers {args.workers} "
-        f"--naive-images {args.naive_images} --images-112 {args.images_112}",
+        f"--naive-images {args.naive_images} --images-112 {args.images_112}"
+        + ("" if args.scratch == ROOT / "benchmarks/work" else f" --scratch {args.scratch}"),
         "```",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, "
@@ -264,10 +292,12 @@ def main() -> int:
         f"{kernel48.shape[-1]} px at 48x48 (glare {glare48.mean():.3f}), "
         f"{kernel112.shape[-1]} px at 112x112. Sensor PSF computed once in {psf_s:.1f} s. "
         "End to end = decode, degrade, encode, atomic write, manifest, figures (sources in "
-        "the page cache). The naive reference is the same "
+        f"the page cache; outputs written under `{_shown(args.scratch)}`). "
+        "The naive reference is the same "
         "model written image by image (numpy LUT, `np.pad` + `scipy.signal.fftconvolve` per "
         "channel, numpy Poisson + Gaussian noise); it is timed on a subset, alternating with "
-        "the batched simulator in 8 rounds (both on one core) so that both see the same load.",
+        f"the batched simulator in {ROUNDS} rounds (both on one core) so that both see the "
+        "same load; the speed-up is the pooled one, with the spread of the rounds' own.",
         "",
         "| data | what | result |",
         "| --- | --- | --- |",

@@ -151,8 +151,8 @@ def plain_blur(sim: UDCSimulator, linear: torch.Tensor) -> torch.Tensor:
 def plain_degrade(sim: UDCSimulator, images: np.ndarray, keys: list[str]) -> np.ndarray:
     """The model written as plainly as torch allows, op by op: the bytes ``degrade`` must give.
 
-    :func:`plain_blur`, one fresh generator per image, out-of-place gamma: the
-    formulation the existing UDC data sets were made with.
+    :func:`plain_blur`, one fresh generator per image, clipping, and quantisation as
+    counting the sRGB code boundaries at or below each pixel's electrons.
     """
     config = sim.config
     batch = torch.from_numpy(images)
@@ -172,13 +172,12 @@ def plain_degrade(sim: UDCSimulator, images: np.ndarray, keys: list[str]) -> np.
         ]
     )
     noisy = poisson_gaussian(electrons, normals, config.read_noise_e)
-    value = (noisy.clamp(0.0, config.full_well_e) / sim.sensor_electrons).clamp(0.0, 1.0)
-    curve = 1.055 * value.clamp_min(0.0031308) ** (1 / 2.4) - 0.055
-    rgb = (torch.where(value <= 0.0031308, value * 12.92, curve) * 255).round().to(torch.int32)
+    noisy = noisy.clamp(0.0, config.full_well_e).numpy()
+    rgb = np.searchsorted(sim.code_boundaries, noisy, side="right")
     if grey and config.keep_grey:
         luma = (rgb[:, 0] * 19595 + rgb[:, 1] * 38470 + rgb[:, 2] * 7471 + 32768) >> 16
-        return luma.to(torch.uint8).numpy()
-    return rgb.permute(0, 2, 3, 1).to(torch.uint8).numpy()
+        return luma.astype(np.uint8)
+    return rgb.transpose(0, 2, 3, 1).astype(np.uint8)
 
 
 @pytest.mark.parametrize(
@@ -191,15 +190,33 @@ def plain_degrade(sim: UDCSimulator, images: np.ndarray, keys: list[str]) -> np.
 )
 def test_degrade_gives_the_bytes_of_the_plain_formulation(kwargs, images) -> None:
     # The batched path (one gather for the padding, irfft2 split so that only the kept
-    # rows are transformed twice, one reseeded generator, gamma in place) must not move
-    # a single byte: data sets synthesised before stay reproducible.
+    # rows are transformed twice, one reseeded generator, table quantisation) must give
+    # the plain formulation's bytes; a change that moves one must bump FORMULATION.
     sim = simulator(**kwargs)
     keys = [f"FER2013Train/fer{i:07d}.png" for i in range(len(images))]
     np.testing.assert_array_equal(sim.degrade(images, keys), plain_degrade(sim, images, keys))
-    # bytes can hide last-bit changes; the blur's floats must match exactly too
+    # the blur's floats: the same up to the last bits of a differently ordered FFT
     linear = torch.from_numpy(images).float().div_(255)
     linear = linear.unsqueeze(1) if linear.ndim == 3 else linear.permute(0, 3, 1, 2)
-    assert torch.equal(sim.blur(linear), plain_blur(sim, linear))
+    torch.testing.assert_close(sim.blur(linear), plain_blur(sim, linear), rtol=0, atol=1e-6)
+
+
+def test_quantisation_counts_code_boundaries_exactly() -> None:
+    # At, just below and just above every boundary, at several exposures: the table
+    # lookup of develop() equals rounding 255 * sRGB(e / L), i.e. the boundary count.
+    for severity in (0.0, 0.5, 1.0):
+        sim = simulator(severity=severity)
+        bounds = sim.code_boundaries
+        below, above = np.nextafter(bounds, -np.inf), np.nextafter(bounds, np.inf)
+        rng = np.random.default_rng(0)
+        spread = rng.uniform(-0.05, 1.2, 3000).astype(np.float32) * sim.sensor_electrons
+        values = np.concatenate([bounds, below, above, spread, [0.0, -1.0]]).astype(np.float32)
+        values = values[: len(values) // 3 * 3]
+        codes = sim.develop(torch.from_numpy(values.reshape(1, 3, 1, -1).copy()), grey=False)
+        got = codes.numpy().reshape(-1, 3).T.reshape(-1)
+        np.testing.assert_array_equal(got, np.searchsorted(bounds, values, side="right"))
+        half = np.float32(sim.sensor_electrons * 0.5)  # linear 0.5: sRGB 0.7354, code 188
+        assert np.searchsorted(bounds, half, side="right") == 188
 
 
 def test_grey_stays_grey_rgb_stays_rgb_and_types_are_kept() -> None:

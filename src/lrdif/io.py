@@ -3,16 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 TMP_SUFFIX = ".lrdif-tmp"  # marks temporary files; a killed writer's leftovers end in it
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+
+_NAMES = itertools.count()  # temporary names: process id + counter, unique among live writers
+
+
+def _create_temporary(path: str) -> tuple[int, str]:
+    """Open a new temporary file beside ``path`` (folders made on demand): ``(fd, name)``.
+
+    The usual permissions (0666 less the umask) come from ``os.open`` itself; a name
+    left by a killed process of the same id is skipped.
+    """
+    folder, name = os.path.split(path)
+    while True:
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_NAMES)}{TMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            os.makedirs(folder or ".", exist_ok=True)
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
 
 
 @contextlib.contextmanager
@@ -23,10 +42,8 @@ def atomic_write(path: str | Path, mode: str = "wb", *, fsync: bool = True) -> I
     readers and for a killed process, but not across a power cut. Bulk writers that
     validate their outputs on restart (``lrdif synthesize``) use it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
+    path = os.fspath(path)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

@@ -140,6 +140,10 @@ def _load_clip(model: str, *, pretrained: bool) -> nn.Module:
             "with a CLIP checkpoint (config.json, weights, tokenizer files), e.g. one "
             "written by CLIPModel.save_pretrained, or a hub id that is in the local cache."
         ) from exc
+    # transformers 5 may leave loaded weights as views at any alignment, where float
+    # kernels round differently: own copies give the bits of a skeleton + checkpoint
+    for tensor in (*clip.parameters(), *clip.buffers()):
+        tensor.data = tensor.data.clone()
     return clip.float().eval().requires_grad_(False)
 
 

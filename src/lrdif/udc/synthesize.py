@@ -54,14 +54,14 @@ class SynthesizeError(ValueError):
 # --------------------------------------------------------------------------- image files
 
 
-def encode_like(image: np.ndarray, relpath: str, source: Path) -> bytes:
+def encode_like(image: np.ndarray, relpath: str, source: str | Path) -> bytes:
     """Encode ``image`` in the format of ``relpath``'s extension.
 
     PNG through OpenCV (fast, lossless); JPEG with the source's own quantisation tables
     and chroma subsampling when the source is a JPEG (same compression as the clean
     set), else quality 95; other formats through Pillow's defaults.
     """
-    suffix = Path(relpath).suffix.lower()
+    suffix = os.path.splitext(relpath)[1].lower()
     if suffix == ".png":
         ok, data = cv2.imencode(".png", image[..., ::-1] if image.ndim == 3 else image)
         if not ok:
@@ -93,11 +93,11 @@ def _remove_debris(dst: Path) -> None:
                 (Path(folder) / name).unlink(missing_ok=True)
 
 
-def _valid_output(path: Path) -> tuple[int, ...] | None:
+def _valid_output(path: str) -> tuple[int, ...] | None:
     """Shape of a decodable output file, or ``None`` when absent or damaged."""
     from lrdif.data.images import ImageError, read_image
 
-    if not path.is_file():
+    if not os.path.isfile(path):
         return None
     try:
         return read_image(path).shape
@@ -153,32 +153,29 @@ def process_chunk(relpaths: list[str]) -> ChunkResult:
 
     assert _JOB is not None, "process_chunk needs _init_worker first"
     job = _JOB
+    root, dst = str(job.root), str(job.dst)  # strings: pathlib's parsing costs 10 us a call
     result = ChunkResult()
     groups: dict[tuple[int, ...], list[tuple[str, np.ndarray]]] = {}
     for relpath in relpaths:
-        shape = _valid_output(job.dst / relpath)
+        shape = _valid_output(f"{dst}/{relpath}")
         if shape is not None:
             result.present += 1
             result.sizes[_size_key(shape)] += 1
             continue
         try:
-            image = read_image(job.root / relpath)
+            image = read_image(f"{root}/{relpath}")
         except ImageError as exc:
             if not job.skip_bad:
                 raise
             result.bad.append((relpath, str(exc)))
             continue
         groups.setdefault(image.shape, []).append((relpath, image))
-    folders: set[Path] = set()
     for shape, members in groups.items():  # one batched call per image size
         keys = [relpath for relpath, _ in members]
         udc = job.simulator.degrade(np.stack([image for _, image in members]), keys)
         for relpath, image in zip(keys, udc, strict=True):
-            target = job.dst / relpath
-            if target.parent not in folders:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                folders.add(target.parent)
-            atomic_write_bytes(target, encode_like(image, relpath, job.root / relpath), fsync=False)
+            data = encode_like(image, relpath, f"{root}/{relpath}")
+            atomic_write_bytes(f"{dst}/{relpath}", data, fsync=False)
         result.written += len(members)
         result.sizes[_size_key(shape)] += len(members)
     return result
