@@ -38,12 +38,13 @@ from lrdif.config import load_config
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
     ablation_variants,
+    cached_summary,
     evaluate_checkpoint,
     run_ablation,
     steps_curve,
     table5_markdown,
 )
-from lrdif.io import atomic_write, atomic_write_json
+from lrdif.io import atomic_write, atomic_write_json, file_sha256
 from lrdif.train.config import TrainConfig
 from lrdif.train.loop import git_commit, train
 
@@ -222,7 +223,13 @@ def _summary_path(work: Path, name: str) -> Path:
 
 
 def _save(work: Path, name: str, summary: dict[str, Any]) -> None:
-    atomic_write_json(_summary_path(work, name), summary)
+    """Write ``summary``, keeping the commands of processes that wrote it meanwhile
+    (parallel ``--table5`` processes share one data set's summary)."""
+    path = _summary_path(work, name)
+    if path.is_file():
+        on_disk = json.loads(path.read_text()).get("commands", [])
+        summary["commands"] = [*on_disk, *(c for c in summary["commands"] if c not in on_disk)]
+    atomic_write_json(path, summary)
 
 
 def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
@@ -245,8 +252,8 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     r18_epochs = epochs if args.resnet_epochs is None else [f"epochs={args.resnet_epochs}"]
     r18_overrides = [*common, *r18_epochs, *(["bf16=true"] if args.bf16_resnet else [])]
     r18 = run_train(_config("cpu_resnet18", r18_overrides), out / "resnet18")
-    methods["resnet18"] = evaluate_checkpoint(r18, _config("cpu_resnet18", common).data,
-                                              "test", cache_dir=out / "landmarks").summary
+    methods["resnet18"] = cached_summary(r18, _config("cpu_resnet18", common).data, "test",
+                                         cache_dir=out / "landmarks")
     _save(work, name, summary)
 
     s1_overrides = [*common, *s1_epochs, f"model.options.image_encoder_kwargs.checkpoint={r18}",
@@ -256,13 +263,16 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
     methods["lrdif_s2"], methods["lrdif_s2_no_dm"] = rows[1]["test"], rows[2]["test"]
-    ev = evaluate_checkpoint(out / "ablation" / "S2-V3" / "best.safetensors", s2_config.data,
-                             "test", cache_dir=out / "landmarks")
-    plots.plot_confusion_matrix(ev.summary["confusion_matrix"], ev.split.class_names,
+    s2 = out / "ablation" / "S2-V3" / "best.safetensors"
+    plots.plot_confusion_matrix(methods["lrdif_s2"]["confusion_matrix"],
+                                load_checkpoint(s2).class_names,
                                 results / f"confusion_lrdif_s2_{name}.png",
                                 title=f"LRDif stage 2, {name} test")
-    if name == "udc_toled":
+    if name == "udc_toled" and summary.get("fig6_sha256") != file_sha256(s2):
+        ev = evaluate_checkpoint(s2, s2_config.data, "test", cache_dir=out / "landmarks")
         summary["fig6"] = steps_curve(ev.model, ev.split, [1, 2, 4, 8, 16])
+        summary["fig6_sha256"] = file_sha256(s2)
+    if name == "udc_toled":
         plots.plot_steps_curve([r["steps"] for r in summary["fig6"]],
                                [r["accuracy"] for r in summary["fig6"]],
                                results / "fig6_steps.png", trained_steps=4)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import hashlib
 import json
 import shutil
 import sys
@@ -27,7 +26,7 @@ import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.evaluate.studies import checkpoint_data_section, evaluate_checkpoint
-from lrdif.io import atomic_write
+from lrdif.io import atomic_write, file_sha256
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
 from lrdif.train.loop import git_commit
 
@@ -102,7 +101,7 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
     inference = sum(p.numel() for p in used.values())
     teacher = sum(p.numel() for p in model.teacher.parameters() if id(p) not in used)
     encoder = config.get("image_encoder")
-    sha = hashlib.sha256(target.read_bytes()).hexdigest()
+    sha = file_sha256(target)
     classes = list(ckpt.class_names)
     optim = train.get("optim", {})
     lines = [

@@ -13,12 +13,14 @@ from test_train_fixtures import (
     one_thread,  # noqa: F401 (autouse: one torch thread)
 )
 
-from lrdif.checkpoint import load_model
+from lrdif.checkpoint import load_model, save_checkpoint
 from lrdif.cli import main as cli
 from lrdif.config import apply_overrides, from_dict, to_dict
-from lrdif.evaluate import plots
+from lrdif.evaluate import plots, studies
 from lrdif.evaluate.studies import (
     ablation_variants,
+    cached_summary,
+    evaluate_checkpoint,
     run_ablation,
     steps_curve,
     subsample,
@@ -73,6 +75,29 @@ def test_ablation_runner_trains_each_variant_from_one_stage1(
         assert torch.equal(value, v3.teacher.state_dict()[key])
     table = table5_markdown(rows)
     assert table.count("\n") == 4 and "LRDif_S2-V3" in table
+
+
+def test_cached_summary_is_keyed_by_the_checkpoint_bytes_and_the_data(
+    stage1: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    section = from_dict(TrainConfig, config_dict("lrdif_s1", data)).data
+    first = cached_summary(stage1, section, "test", device="cpu", cache_dir=tmp_path)
+    assert first == evaluate_checkpoint(stage1, section, "test", device="cpu",
+                                        cache_dir=tmp_path).summary
+    calls = []
+    real = studies.evaluate_checkpoint
+    monkeypatch.setattr(studies, "evaluate_checkpoint",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    assert cached_summary(stage1, section, "test", device="cpu", cache_dir=tmp_path) == first
+    assert calls == []  # remembered
+    cached_summary(stage1, section, "valid", device="cpu", cache_dir=tmp_path)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(stage1.read_bytes())
+    cached_summary(copy, section, "test", device="cpu", cache_dir=tmp_path)
+    assert len(calls) == 1  # another split is measured; the same bytes elsewhere are not
+    save_checkpoint(copy, load_model(stage1), {"note": "other bytes"})
+    cached_summary(copy, section, "test", device="cpu", cache_dir=tmp_path)
+    assert len(calls) == 2
 
 
 def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_path: Path) -> None:

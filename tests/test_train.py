@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.cli import main as cli
 from lrdif.config import ConfigError, from_dict
 from lrdif.models.baselines import ResNet18, ResNet18Config
+from lrdif.train import loop
 from lrdif.train.config import TrainConfig, load_train_config
 from lrdif.train.loop import TrainingDiverged, lr_at, train
 from lrdif.udc.synthesize import INFO_DIR, MANIFEST
@@ -102,6 +104,20 @@ def test_loss_goes_down_for_the_baseline(data: Path, tmp_path: Path) -> None:
     losses = [r["train_loss"] for r in result.history]
     assert losses[-1] < 0.7 * losses[0], losses
     assert result.best_val_accuracy >= 0.5, result.history  # 4 balanced classes: chance 0.25
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
+    config = from_dict(TrainConfig, config_dict("resnet18", data, epochs=1, bf16=True))
+    with pytest.warns(UserWarning, match="bf16=true on a CPU without native bf16"):
+        train(config, tmp_path / "bf16")
+    monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(config, tmp_path / "fast")
+    assert not [w for w in caught if "native bf16" in str(w.message)]
 
 
 def test_lr_schedules() -> None:

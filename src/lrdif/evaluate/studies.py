@@ -1,7 +1,8 @@
 """The paper's studies: checkpoint evaluation, Table 5 (ablation) and Fig. 6 (iterations).
 
 - :func:`evaluate_checkpoint`: a checkpoint on a data-set split -> metrics, logits,
-  features (what ``lrdif evaluate`` prints and plots).
+  features (what ``lrdif evaluate`` prints and plots); :func:`cached_summary` its
+  metrics, remembered by the checkpoint's SHA-256.
 - :func:`steps_curve` (Fig. 6): accuracy of a stage-2 model when its reverse diffusion
   runs ``n`` iterations, for each ``n``.
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
@@ -13,6 +14,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from torch import nn
 from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import PACKAGED_CONFIGS, ConfigError, apply_overrides, from_dict, to_dict
 from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
+from lrdif.io import atomic_write_json, file_sha256
 from lrdif.train import distributed
 from lrdif.train.config import DataSection, TrainConfig
 from lrdif.train.loop import (
@@ -35,6 +39,7 @@ from lrdif.train.loop import (
     split_landmarks,
     to_split_data,
     train,
+    udc_manifest,
 )
 
 ABLATION_FILE = PACKAGED_CONFIGS / "studies" / "table5.yaml"
@@ -105,6 +110,27 @@ def evaluate_checkpoint(
     )
 
 
+def cached_summary(
+    checkpoint: str | Path, data: DataSection, split: str, *, device: str = "auto",
+    cache_dir: Path,
+) -> dict[str, Any]:
+    """``evaluate_checkpoint(...).summary``, remembered in ``cache_dir/summaries``.
+
+    The key is the checkpoint's SHA-256, the split, the data section and the data set's
+    UDC manifest (so a re-synthesised set with other settings is measured afresh);
+    reruns of a study that reuse finished runs skip their evaluations.
+    """
+    key = json.dumps([file_sha256(checkpoint), split, to_dict(data), udc_manifest(data.root)],
+                     sort_keys=True, default=str)
+    path = cache_dir / "summaries" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    summary = evaluate_checkpoint(checkpoint, data, split, device=device,
+                                  cache_dir=cache_dir).summary
+    atomic_write_json(path, summary)
+    return summary
+
+
 def steps_curve(
     model: nn.Module, split: SplitData, steps: list[int], *, batch_size: int = 256
 ) -> list[dict[str, float]]:
@@ -163,10 +189,10 @@ def run_ablation(
         raise ConfigError(f"unknown ablation variant(s) {unknown}; known: {list(table)}")
     data = stage2_config.data
     stage1 = stage2_config.model.init_from
-    s1 = evaluate_checkpoint(stage1, data, test_split, device=stage2_config.device,
-                             cache_dir=out / "landmarks")
+    s1 = cached_summary(stage1, data, test_split, device=stage2_config.device,
+                      cache_dir=out / "landmarks")
     rows = [{"method": "LRDif_S1", "description": "stage 1 with the ground-truth label",
-             "test": s1.summary, "best_epoch": None}]
+             "test": s1, "best_epoch": None}]
     for name in names:
         config = from_dict(
             TrainConfig, apply_overrides(to_dict(stage2_config), table[name]["overrides"]),
@@ -178,10 +204,10 @@ def run_ablation(
             best_epoch = result.best_epoch
         else:
             best_epoch = load_checkpoint(run / "best.safetensors").meta.get("epoch")
-        ev = evaluate_checkpoint(run / "best.safetensors", data, test_split,
-                                 device=config.device, cache_dir=out / "landmarks")
+        summary = cached_summary(run / "best.safetensors", data, test_split,
+                               device=config.device, cache_dir=out / "landmarks")
         rows.append({"method": f"LRDif_{name}", "description": table[name]["description"],
-                     "test": ev.summary, "best_epoch": best_epoch})
+                     "test": summary, "best_epoch": best_epoch})
     return rows
 
 
@@ -211,6 +237,7 @@ def subsample(labels: np.ndarray, limit: int, *, seed: int = 0) -> np.ndarray:
 __all__ = [
     "Evaluation",
     "ablation_variants",
+    "cached_summary",
     "checkpoint_data_section",
     "evaluate_checkpoint",
     "evaluate_model",
