@@ -47,14 +47,8 @@ def srgb_to_linear(values: torch.Tensor) -> torch.Tensor:
 
 def linear_to_srgb(values: torch.Tensor) -> torch.Tensor:
     """IEC 61966-2-1 encoding of linear values in [0, 1]."""
-    return _linear_to_srgb_(values.clone())
-
-
-def _linear_to_srgb_(values: torch.Tensor) -> torch.Tensor:
-    """:func:`linear_to_srgb` that overwrites ``values`` (the same operations, one buffer less)."""
-    low = values <= 0.0031308
     curve = values.clamp_min(0.0031308).pow_(1 / 2.4).mul_(1.055).sub_(0.055)
-    return torch.where(low, values.mul_(12.92), curve, out=curve)
+    return torch.where(values <= 0.0031308, values * 12.92, curve)
 
 
 #: Linear value of every 8-bit sRGB code (a numpy table: ``np.take`` is the fastest lookup).
