@@ -63,8 +63,8 @@ import numpy as np
 import torch
 from ferplus import machine  # benchmarks/ferplus.py: a script's folder is on sys.path
 
-from lrdif.evaluate.metrics import confusion_matrix, summarize
 from lrdif.io import atomic_write, atomic_write_json
+from lrdif.metrics import confusion_matrix, summarize
 from lrdif.predict.recognizer import Recognizer
 from lrdif.train.config import DataSection
 from lrdif.train.loop import git_commit, label_map, read_split, udc_manifest

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lrdif.evaluate.metrics import confusion_matrix, summarize
+from lrdif.metrics import confusion_matrix, summarize
 
 # Rows = true class. Class "c" never occurs in the truth but is predicted once.
 CM = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 0]])

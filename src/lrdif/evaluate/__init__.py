@@ -1,6 +1,5 @@
-"""Evaluation: metrics (accuracy, mean class accuracy, macro-F1, confusion matrix),
-figures, and the paper's studies (Table 5 ablation, Fig. 6 iterations)."""
+"""Evaluation: figures and the paper's studies (Table 5 ablation, Fig. 6 iterations).
 
-from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
-
-__all__ = ["confusion_matrix", "run_model", "summarize"]
+The metrics themselves (accuracy, mean class accuracy, macro-F1, confusion matrix,
+batched inference) live in :mod:`lrdif.metrics`, below both training and evaluation.
+"""

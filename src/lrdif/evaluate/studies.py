@@ -27,8 +27,8 @@ from torch import nn
 
 from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import PACKAGED_CONFIGS, ConfigError, apply_overrides, from_dict, to_dict
-from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
 from lrdif.io import atomic_write_json, file_sha256
+from lrdif.metrics import confusion_matrix, run_model, summarize
 from lrdif.train import distributed
 from lrdif.train.config import DataSection, TrainConfig
 from lrdif.train.loop import (

@@ -41,8 +41,8 @@ import lrdif.models  # registers the models
 from lrdif.checkpoint import load_checkpoint, load_model, load_state, save_checkpoint, save_state
 from lrdif.config import ConfigError, from_dict, to_dict
 from lrdif.data import transforms
-from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
 from lrdif.io import atomic_write
+from lrdif.metrics import confusion_matrix, run_model, summarize
 from lrdif.registry import DATASETS, LANDMARKS, MODELS
 from lrdif.train import distributed
 from lrdif.train.config import DataSection, TrainConfig

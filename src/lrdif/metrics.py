@@ -1,4 +1,5 @@
-"""Classification metrics from a confusion matrix (the numbers of the paper's tables, and more).
+"""Classification metrics from a confusion matrix (the numbers of the paper's tables, and more),
+and the batched inference that produces them; used by training (validation) and evaluation.
 
 Everything derives from one integer confusion matrix ``cm`` of shape (K, K) where
 ``cm[i, j]`` counts samples of true class i predicted as class j. Conventions:
