@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from lrdif.models.landmarks import (
+from lrdif.data.landmarks import (
     FACE_MESH_POINTS,
     FACE_MESH_REGIONS,
     REGION_NAMES,
-    LandmarkEncoder,
     cache_landmarks,
     face_mesh_region_ids,
-    render_region_heatmaps,
 )
+from lrdif.models.landmarks import LandmarkEncoder, render_region_heatmaps
 from lrdif.registry import LANDMARKS
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "src" / "lrdif" / "assets" / "astronaut.jpg"

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from lrdif.data.landmarks import FACE_MESH_POINTS
 from lrdif.losses import epr_kl
 from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2
-from lrdif.models.landmarks import FACE_MESH_POINTS
 from lrdif.models.udcformer import UDCformerConfig
 
 SMALL = UDCformerConfig(dims=(8, 16, 32), dt_heads=(1, 1, 2), dt_blocks=(1, 1, 1),

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from lrdif.config import ConfigError, from_dict, to_dict
-from lrdif.models.landmarks import FACE_MESH_POINTS
+from lrdif.data.landmarks import FACE_MESH_POINTS
 from lrdif.models.udcformer import (
     UDCformer,
     UDCformerConfig,

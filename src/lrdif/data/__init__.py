@@ -1,4 +1,5 @@
-"""Data: safe image decoding and the data-set readers (importing this registers them).
+"""Data: safe image decoding, the data-set readers and the landmark sources (importing
+this registers both).
 
 Training-time augmentation lives in :mod:`lrdif.data.transforms` (imports torch).
 """
@@ -15,6 +16,7 @@ from lrdif.data.datasets import (
     kdef_test_subjects,
 )
 from lrdif.data.images import ImageError, read_image
+from lrdif.data.landmarks import cache_landmarks
 
 __all__ = [
     "KDEF",
@@ -26,6 +28,7 @@ __all__ = [
     "ImageFolder",
     "LayoutError",
     "Sample",
+    "cache_landmarks",
     "kdef_test_subjects",
     "read_image",
 ]
