@@ -46,7 +46,8 @@ from lrdif.evaluate.studies import (
 )
 from lrdif.io import atomic_write, atomic_write_json, file_sha256
 from lrdif.train.config import TrainConfig
-from lrdif.train.loop import git_commit, train
+from lrdif.train.loop import train
+from lrdif.train.provenance import git_commit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -8,7 +8,7 @@ Issue 5: the shipped model next to ``fer`` on UDC-FERPlus (and clean FERPlus), n
 
 Data: the test split (FER2013Test) of each root, read by lrdif's own FERPlus reader
 (``DATASETS["ferplus"]``, ``label_mode="majority"``: 3,137 images on the full set) through
-``lrdif.train.loop.read_split``, as ``lrdif evaluate`` reads it. ``--limit N`` keeps the
+``lrdif.data.splits.read_split``, as ``lrdif evaluate`` reads it. ``--limit N`` keeps the
 first N images that protocol keeps (a quick check, not a result).
 
 lrdif: ``Recognizer.from_checkpoint(weights, device="cpu").predict(crops, detect=False)``,
@@ -63,11 +63,11 @@ import numpy as np
 import torch
 from ferplus import machine  # benchmarks/ferplus.py: a script's folder is on sys.path
 
+from lrdif.data.splits import DataSection, label_map, read_split
 from lrdif.io import atomic_write, atomic_write_json
 from lrdif.metrics import confusion_matrix, summarize
 from lrdif.predict.recognizer import Recognizer
-from lrdif.train.config import DataSection
-from lrdif.train.loop import git_commit, label_map, read_split, udc_manifest
+from lrdif.train.provenance import git_commit, udc_manifest
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

@@ -28,7 +28,7 @@ from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.evaluate.studies import checkpoint_data_section, evaluate_checkpoint
 from lrdif.io import atomic_write, file_sha256
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
-from lrdif.train.loop import git_commit
+from lrdif.train.provenance import git_commit
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -104,8 +104,8 @@ def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_pa
     cfg = config_dict("lrdif_s2", data, epochs=1)
     cfg["model"]["init_from"] = str(stage1)
     train(from_dict(TrainConfig, cfg), tmp_path / "s2")
+    from lrdif.data.splits import DataSection
     from lrdif.evaluate.studies import evaluate_checkpoint
-    from lrdif.train.config import DataSection
 
     ev = evaluate_checkpoint(tmp_path / "s2" / "best.safetensors",
                              DataSection(root=str(data)), "test", cache_dir=tmp_path)

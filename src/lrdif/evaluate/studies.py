@@ -27,20 +27,13 @@ from torch import nn
 
 from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import PACKAGED_CONFIGS, ConfigError, apply_overrides, from_dict, to_dict
+from lrdif.data.splits import DataSection, SplitData, read_split, split_landmarks, to_split_data
 from lrdif.io import atomic_write_json, file_sha256
 from lrdif.metrics import confusion_matrix, run_model, summarize
 from lrdif.train import distributed
-from lrdif.train.config import DataSection, TrainConfig
-from lrdif.train.loop import (
-    LABEL_CONDITIONED,
-    SplitData,
-    derive_seed,
-    read_split,
-    split_landmarks,
-    to_split_data,
-    train,
-    udc_manifest,
-)
+from lrdif.train.config import TrainConfig
+from lrdif.train.loop import LABEL_CONDITIONED, derive_seed, train
+from lrdif.train.provenance import udc_manifest
 
 ABLATION_FILE = PACKAGED_CONFIGS / "studies" / "table5.yaml"
 _EVAL_SEED = 3
@@ -62,8 +55,7 @@ def load_eval_split(
 ) -> SplitData:
     """A split in ``model``'s class indices, with landmarks from ``data.landmarks``."""
     images, labels, classes = read_split(data, split)
-    ctx = distributed.DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    landmarks = split_landmarks(data.landmarks, images, cache_dir / f"{split}.npz", ctx)
+    landmarks = split_landmarks(data.landmarks, images, cache_dir / f"{split}.npz")
     return to_split_data(
         images, labels, classes, tuple(model.class_names), landmarks=landmarks, device=device,
         where=f"{data.root} (split {split})",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lrdif.config import ConfigError, load_config
+from lrdif.data.splits import DataSection
 
 
 @dataclass
@@ -30,22 +31,6 @@ class ModelSection:
     # Stage 2 only: the stage-1 checkpoint to start from, and from_stage1's keyword options.
     init_from: str | None = None
     stage2: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class DataSection:
-    """The data set (a DATASETS key), its root folder, splits and landmark source."""
-
-    dataset: str = "ferplus"
-    root: str = "../shared/data/ferplus"
-    options: dict[str, Any] = field(default_factory=lambda: {"label_mode": "majority"})
-    train_split: str = "train"
-    val_split: str = "valid"
-    # "learned": the model's learned landmark queries, nothing computed; otherwise a
-    # LANDMARKS detector run once over each split's images and cached under the run folder.
-    landmarks: str = "learned"
-    # Keyword options of lrdif.data.transforms' training augmentation.
-    augment: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
