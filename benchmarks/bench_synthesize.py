@@ -33,7 +33,7 @@ import scipy
 import torch
 from scipy.signal import fftconvolve
 
-from lrdif.data.datasets import FERPlus
+from lrdif.data.ferplus import FERPlus
 from lrdif.udc.degrade import UDCConfig, UDCSimulator, stream_seed
 from lrdif.udc.synthesize import encode_like, synthesize
 

@@ -10,8 +10,10 @@ import pytest
 from PIL import Image
 
 import lrdif.data  # noqa: F401  (registers the readers)
-from lrdif.data.datasets import KDEF, FERPlus, LayoutError, kdef_test_subjects
+from lrdif.data.base import LayoutError
+from lrdif.data.ferplus import FERPlus
 from lrdif.data.images import ImageError
+from lrdif.data.kdef import KDEF, kdef_test_subjects
 from lrdif.registry import DATASETS
 
 FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrdif.data.datasets import FERPlus
+from lrdif.data.ferplus import FERPlus
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lrdif.cli import main as cli_main
-from lrdif.data.datasets import LayoutError
+from lrdif.data.base import LayoutError
 from lrdif.data.images import ImageError, read_image
 from lrdif.registry import DATASETS
 from lrdif.udc import synthesize as synth

@@ -48,7 +48,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from lrdif.checkpoint import CheckpointError
     from lrdif.config import ConfigError
-    from lrdif.data.datasets import LayoutError
+    from lrdif.data.base import LayoutError
     from lrdif.data.images import ImageError
 
     try:

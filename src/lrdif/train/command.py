@@ -31,7 +31,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from lrdif.data.datasets import LayoutError
+    from lrdif.data.base import LayoutError
     from lrdif.data.images import ImageError
     from lrdif.train.config import load_train_config
     from lrdif.train.loop import TrainingDiverged, train

@@ -2,7 +2,7 @@
 
 The paper trains and tests on UDC-RAF-DB, UDC-FERPlus and UDC-KDEF (Sec. 4.1-4.2),
 made by a degradation model. This command reads a data set with its reader
-(:mod:`lrdif.data.datasets`), degrades every image the reader lists with
+(:mod:`lrdif.data`), degrades every image the reader lists with
 :class:`lrdif.udc.degrade.UDCSimulator`, and writes it at the same relative path in the
 same format; every other file (label files) is copied. Every reader and tool therefore
 works on the output unchanged. Beside the data, ``DST/.lrdif-udc/`` holds:
@@ -226,7 +226,7 @@ def _check_destination(dst: Path, root: Path, settings: dict[str, Any]) -> None:
 
 def _copy_other_files(root: Path, dst: Path, images: set[str]) -> tuple[int, list[str]]:
     """Copy every non-image file under ``root``; return (copied count, unlisted images)."""
-    from lrdif.data.datasets import IMAGE_SUFFIXES
+    from lrdif.data.base import IMAGE_SUFFIXES
 
     copied, unlisted = 0, []
     for folder, dirs, files in os.walk(root):
@@ -507,7 +507,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from lrdif.data.datasets import LayoutError
+    from lrdif.data.base import LayoutError
     from lrdif.data.images import ImageError
 
     try:
