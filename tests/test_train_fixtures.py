@@ -130,7 +130,7 @@ def test_tiny_ferplus_tree_reads_back(tmp_path: Path) -> None:
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Tiny models gain nothing from threads, and on a loaded CI machine OpenMP's
-    spin-waiting makes a 2-thread step 10x slower than a 1-thread one. Importing this
+    spin-waiting makes a 2-thread step much slower than a 1-thread one. Importing this
     fixture into a test module applies it to every test there."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -39,7 +39,7 @@ def _create_temporary(path: str) -> tuple[int, str]:
 def atomic_write(path: str | Path, mode: str = "wb", *, fsync: bool = True) -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path``, then rename it over ``path``.
 
-    ``fsync=False`` skips the flush to disk (about 0.5 ms a file): still atomic for
+    ``fsync=False`` skips the flush to disk (a cost paid per file): still atomic for
     readers and for a killed process, but not across a power cut. Bulk writers that
     validate their outputs on restart (``lrdif synthesize``) use it.
     """

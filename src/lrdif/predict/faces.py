@@ -76,8 +76,8 @@ class HaarFaceDetector:
     The cascade's window is 24x24 pixels, so the finest pyramid level that can hold a
     ``min_size`` face is the picture shrunk by ``min_size / 24``. ``detect`` shrinks it
     to that level once (area averaging) and searches from there, rather than letting
-    OpenCV resample the full-size picture at every level: on a 640x480 photo, 20 ms
-    instead of 39 ms (2 threads), with boxes within a few pixels of the full-size ones.
+    OpenCV resample the full-size picture at every level: about half the time, with
+    boxes within a few pixels of the full-size ones.
 
     ``margin`` defaults to 0: on the first 100 FERPlus test faces upscaled to 160 px
     and pasted into 640x480 frames, the boxes averaged 0.94x the side of the FERPlus
