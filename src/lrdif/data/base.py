@@ -174,6 +174,29 @@ class FERDataset:
         return np.stack(images), np.asarray(labels, np.int64)
 
 
+class GenericDataset(FERDataset):
+    """Base of the readers of generic layouts (``folder``, ``csv``): splits train, val,
+    valid, test or all; classes given or found; grey or colour images. A subclass lists
+    its samples (and sets ``class_names``) in ``_list_samples``."""
+
+    splits = GENERIC_SPLITS
+
+    def __init__(
+        self,
+        *,
+        root: str | Path,
+        split: str,
+        class_names: tuple[str, ...] | None = None,
+        mode: ImageMode = "RGB",
+    ) -> None:
+        super().__init__(root=root, split=split)
+        self.image_mode = mode
+        self._list_samples(split, class_names)
+
+    def _list_samples(self, split: str, class_names: tuple[str, ...] | None) -> None:
+        raise NotImplementedError
+
+
 def _decode_each(
     root: Path, relpaths: list[str], mode: ImageMode, size: tuple[int, int] | None
 ) -> Iterator[np.ndarray | ImageError]:

@@ -6,14 +6,13 @@ from pathlib import Path
 
 from lrdif.data.base import (
     GENERIC_SPLITS,
-    FERDataset,
+    GenericDataset,
     LayoutError,
     Sample,
     _check_images_exist,
     _listing,
     _read_rows,
 )
-from lrdif.data.images import ImageMode
 from lrdif.registry import DATASETS
 
 CSV_LAYOUT = """\
@@ -23,7 +22,7 @@ CSV_LAYOUT = """\
 
 
 @DATASETS.register("csv")
-class CSVDataset(FERDataset):
+class CSVDataset(GenericDataset):
     """Images listed in a CSV of ``path,label[,split]``, paths relative to the CSV's folder.
 
     ``root`` is the CSV file or the folder holding ``labels.csv``; ``self.root`` is then
@@ -31,20 +30,10 @@ class CSVDataset(FERDataset):
     indices), else the sorted label names, or ``"0".."K-1"`` when all labels are integers.
     """
 
-    splits = GENERIC_SPLITS
     layout = CSV_LAYOUT
     DEFAULT_NAME = "labels.csv"
 
-    def __init__(
-        self,
-        *,
-        root: str | Path,
-        split: str,
-        class_names: tuple[str, ...] | None = None,
-        mode: ImageMode = "RGB",
-    ) -> None:
-        super().__init__(root=root, split=split)
-        self.image_mode = mode
+    def _list_samples(self, split: str, class_names: tuple[str, ...] | None) -> None:
         csv_path = self._csv_path(self.root)
         self.root = csv_path.parent
         rows = self._read(csv_path)

@@ -7,11 +7,10 @@ from pathlib import Path
 from lrdif.data.base import (
     GENERIC_SPLITS,
     IMAGE_SUFFIXES,
-    FERDataset,
+    GenericDataset,
     Sample,
     _listing,
 )
-from lrdif.data.images import ImageMode
 from lrdif.registry import DATASETS
 
 
@@ -34,22 +33,12 @@ FOLDER_LAYOUT = """\
 
 
 @DATASETS.register("folder")
-class ImageFolder(FERDataset):
+class ImageFolder(GenericDataset):
     """Class-per-folder images. Classes are the sorted folder names, or ``class_names``."""
 
-    splits = GENERIC_SPLITS
     layout = FOLDER_LAYOUT
 
-    def __init__(
-        self,
-        *,
-        root: str | Path,
-        split: str,
-        class_names: tuple[str, ...] | None = None,
-        mode: ImageMode = "RGB",
-    ) -> None:
-        super().__init__(root=root, split=split)
-        self.image_mode = mode
+    def _list_samples(self, split: str, class_names: tuple[str, ...] | None) -> None:
         split_dirs = self._split_dirs(self.root)
         if split_dirs:
             if split not in split_dirs:

@@ -48,7 +48,7 @@ from lrdif.train.build import build_model_and_optimizer, model_class_names
 from lrdif.train.config import TrainConfig
 from lrdif.train.logs import METRICS_FILE, log_epoch, open_tensorboard, write_metrics
 from lrdif.train.provenance import run_meta
-from lrdif.train.state import RESUME_FILE, Progress, load_resume, save_resume
+from lrdif.train.state import RESUME_FILE, Progress, check_run_folder, load_resume, save_resume
 
 # Models whose forward needs the true label even at evaluation (stage 1, Fig. 2a).
 LABEL_CONDITIONED = frozenset({"lrdif_s1"})
@@ -173,7 +173,7 @@ def prepare_run(
 ) -> Run:
     """Load the data, build the model and optimiser (restored with ``resume``), wrap the
     model for DDP, and open the run's logs."""
-    _check_run_folder(out, resume)
+    check_run_folder(out, resume)
     if config.batch_size % ctx.world_size:
         raise ConfigError(
             f"batch_size {config.batch_size} does not split over {ctx.world_size} processes"
@@ -207,16 +207,6 @@ def prepare_run(
     )
     _warn_slow_bf16(config, ctx)
     return run
-
-
-def _check_run_folder(out: Path, resume: bool) -> None:
-    resume_path = out / RESUME_FILE
-    if resume and not resume_path.is_file():
-        raise FileNotFoundError(f"--resume: {resume_path} does not exist (nothing to resume)")
-    if not resume and (resume_path.exists() or (out / "last.safetensors").exists()):
-        raise FileExistsError(
-            f"{out} already holds a run; pass --resume to continue it, or choose another --out"
-        )
 
 
 def _warn_slow_bf16(config: TrainConfig, ctx: distributed.DistContext) -> None:

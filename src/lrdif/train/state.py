@@ -22,6 +22,17 @@ from lrdif.train.config import TrainConfig
 RESUME_FILE = "resume.safetensors"
 
 
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A new run needs a folder without one; ``resume`` needs its resume state."""
+    resume_path = out / RESUME_FILE
+    if resume and not resume_path.is_file():
+        raise FileNotFoundError(f"--resume: {resume_path} does not exist (nothing to resume)")
+    if not resume and (resume_path.exists() or (out / "last.safetensors").exists()):
+        raise FileExistsError(
+            f"{out} already holds a run; pass --resume to continue it, or choose another --out"
+        )
+
+
 @dataclass
 class Progress:
     """Where a run stands; saved with the resume state (JSON)."""

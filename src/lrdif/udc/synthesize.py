@@ -15,6 +15,10 @@ Runs are resumable: the manifest's parameters are written first; each output is 
 atomically; a rerun skips outputs already present and valid and ends with the same
 files as an uninterrupted run (each image's noise depends only on the seed and its
 path). Output made with other parameters is refused, not mixed.
+
+Over 400 lines: the command's resumable worker pool, its destination checks and its
+figures (PSF, preview) are kept with it; the figures and the argparse front end
+are the parts that could move out.
 """
 
 from __future__ import annotations
