@@ -33,6 +33,7 @@ from lrdif.data.images import (
     read_image,
 )
 from lrdif.registry import DATASETS
+from lrdif.vocabulary import FERPLUS_CLASSES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -252,9 +253,7 @@ class FERPlus(FERDataset):
         "valid": "FER2013Valid",
         "test": "FER2013Test",
     }
-    CLASS_NAMES = (
-        "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-    )  # fmt: skip
+    CLASS_NAMES = FERPLUS_CLASSES
 
     def __init__(
         self,

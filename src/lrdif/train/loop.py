@@ -38,7 +38,14 @@ from tqdm import tqdm
 import lrdif
 import lrdif.data  # registers the data sets
 import lrdif.models  # registers the models
-from lrdif.checkpoint import load_checkpoint, load_model, load_state, save_checkpoint, save_state
+from lrdif.checkpoint import (
+    load_checkpoint,
+    load_model,
+    load_state,
+    new_model,
+    save_checkpoint,
+    save_state,
+)
 from lrdif.config import ConfigError, from_dict, to_dict
 from lrdif.data import transforms
 from lrdif.evaluate.metrics import confusion_matrix, run_model, summarize
@@ -195,7 +202,7 @@ def build_model(
                 f"model.options.{key} = {given!r}, but the data set's images give {value!r}"
             )
     model_config = from_dict(cls.config_class, options, where="model.options")
-    return cls(config=model_config)
+    return new_model(cls, model_config)
 
 
 def _stage2_from_checkpoint(config: TrainConfig, data_classes: tuple[str, ...]) -> nn.Module:
