@@ -74,22 +74,41 @@ class LRDifConfig:
 
 
 class _LRDifBase(nn.Module):
-    """What both stages share: config, input normalisation, FPEN_S1 and UDCformer builders."""
+    """What both stages share: config, input normalisation, FPEN_S1 and UDCformer builders.
+
+    ``pretrained=False`` skips what a checkpoint overwrites (pretrained CLIP weights,
+    text embeddings of the class prompts); ``load_model`` builds models that way.
+    ``image_encoder_weights``: the state dict of the E_I that the config names by file
+    (``resnet18``), read by the caller (``lrdif.checkpoint.new_model`` does); needed when
+    ``pretrained``. Each stage builds its parts in :meth:`_build_parts`.
+    """
 
     config_class = LRDifConfig
 
-    def __init__(self, *, config: LRDifConfig) -> None:
+    def __init__(
+        self,
+        *,
+        config: LRDifConfig | None = None,
+        pretrained: bool = True,
+        image_encoder_weights: Mapping[str, Tensor] | None = None,
+    ) -> None:
         super().__init__()
-        self.config = config
+        self.config = config = config or LRDifConfig()
         shape = (1, config.in_channels, 1, 1)
         self.register_buffer("mean", torch.full(shape, IMAGE_MEAN), persistent=False)
         self.register_buffer("std", torch.full(shape, IMAGE_STD), persistent=False)
+        self._build_parts(pretrained, image_encoder_weights)
+
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
+    ) -> None:
+        raise NotImplementedError
 
     @classmethod
     def build_for_checkpoint(cls, config: LRDifConfig) -> _LRDifBase:
         """The architecture of ``config`` with nothing computed that a checkpoint overwrites
         (no pretrained weights loaded, no text encoder run); used by ``load_model``."""
-        return cls(config=config, pretrained=False)  # type: ignore[call-arg]
+        return cls(config=config, pretrained=False)
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -141,23 +160,15 @@ class _LRDifBase(nn.Module):
 class LRDifStage1(_LRDifBase):
     """Stage 1 (Fig. 2a): FPEN_S1 (with the label) + UDCformer, trained with L_ce.
 
-    ``pretrained=False`` skips what a checkpoint overwrites (pretrained CLIP weights,
-    text embeddings of the class prompts); ``load_model`` builds models that way.
-    ``image_encoder_weights``: the state dict of the E_I that the config names by file
-    (``resnet18``), read by the caller (``lrdif.checkpoint.new_model`` does); needed when
-    ``pretrained``.
+    Built as ``LRDifStage1(config=..., pretrained=True, image_encoder_weights=None)``
+    (see :class:`_LRDifBase`).
     """
 
     registry_name = "lrdif_s1"
 
-    def __init__(
-        self,
-        *,
-        config: LRDifConfig | None = None,
-        pretrained: bool = True,
-        image_encoder_weights: Mapping[str, Tensor] | None = None,
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
     ) -> None:
-        super().__init__(config=config or LRDifConfig())
         self.fpen_s1 = self._build_fpen_s1(pretrained, image_encoder_weights)
         self.udcformer = self._build_udcformer()
 
@@ -185,19 +196,14 @@ class LRDifStage2(_LRDifBase):
     Build it from a trained stage 1 with :meth:`from_stage1`. The teacher's weights are
     part of the state dict (a stage-2 checkpoint is self-contained); they never train
     and the teacher stays in eval mode. ``use_diffusion=False`` builds no denoiser.
-    ``pretrained`` and ``image_encoder_weights`` as in :class:`LRDifStage1`.
+    Constructor arguments as in :class:`LRDifStage1`.
     """
 
     registry_name = "lrdif_s2"
 
-    def __init__(
-        self,
-        *,
-        config: LRDifConfig | None = None,
-        pretrained: bool = True,
-        image_encoder_weights: Mapping[str, Tensor] | None = None,
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
     ) -> None:
-        super().__init__(config=config or LRDifConfig())
         c = self.config
         self.teacher = self._build_fpen_s1(pretrained, image_encoder_weights)
         # A frozen E_I (resnet18, clip) is the same in teacher and student: share it, so
