@@ -128,8 +128,7 @@ def throughput(args: argparse.Namespace) -> None:
     shutil.rmtree(work, ignore_errors=True)
     data = args.data
     if args.synthetic:  # a machine without FERPlus (the GPU machine): same layout and size
-        sys.path.insert(0, str(REPO / "tests"))
-        from test_train_fixtures import make_ferplus
+        from lrdif.data.toy import make_ferplus
 
         sizes = {"train": args.synthetic, "valid": 512, "test": 16}
         data = make_ferplus(work / "synthetic-ferplus", sizes, size=48)

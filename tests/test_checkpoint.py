@@ -11,18 +11,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lrdif import __version__
 from lrdif.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_model,
     load_state,
     load_weights,
+    new_model,
     save_checkpoint,
     save_state,
 )
 from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2, encoders
 from lrdif.models.udcformer import UDCformerConfig
+from lrdif.vocabulary import __version__
 
 # A small UDCformer keeps these tests fast; the format does not depend on the size.
 SMALL = UDCformerConfig(dims=(8, 16, 32), dt_heads=(1, 1, 2), dt_blocks=(1, 1, 1),
@@ -172,7 +173,7 @@ def test_stage2_with_a_frozen_encoder_stores_it_once(tmp_path: Path) -> None:
     save_checkpoint(r18, ResNet18(config=ResNet18Config(widths=(8, 16), blocks=(1, 1))))
     config = _config(image_encoder="resnet18", image_encoder_kwargs={
         "checkpoint": str(r18), "widths": [8, 16], "blocks": [1, 1]})
-    s2 = LRDifStage2.from_stage1(LRDifStage1(config=config)).eval()
+    s2 = LRDifStage2.from_stage1(new_model(LRDifStage1, config)).eval()
     assert s2.shares_image_encoder and s2.fpen_s2.image_encoder is s2.teacher.image_encoder
     path = tmp_path / "s2.safetensors"
     save_checkpoint(path, s2)

@@ -22,9 +22,7 @@ from lrdif.models.encoders import (
     build_image_encoder,
     build_label_encoder,
 )
-
-FERPLUS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
-
+from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD
 
 # --------------------------------------------------------------------------- conv / learned
 
@@ -45,7 +43,8 @@ def test_conv_image_encoder_is_cheap_at_48() -> None:
 
 
 def test_learned_label_encoder_hard_and_soft_labels() -> None:
-    enc = build_label_encoder("learned", class_names=FERPLUS, pretrained=True, kwargs={"dim": 16})
+    enc = build_label_encoder("learned", class_names=FERPLUS_CLASSES, pretrained=True,
+                              kwargs={"dim": 16})
     labels = torch.tensor([0, 3, 7])
     hard = enc(labels)
     assert hard.shape == (3, 16)
@@ -56,21 +55,21 @@ def test_learned_label_encoder_hard_and_soft_labels() -> None:
 
 
 def test_bad_encoder_names_and_kwargs() -> None:
-    with pytest.raises(KeyError, match=r"image:conv"):
+    with pytest.raises(KeyError, match=r"unknown image encoder 'resnet'; known: clip, conv"):
         build_image_encoder("resnet", in_channels=1, pretrained=True, kwargs={})
     with pytest.raises(ValueError, match="widthz"):
         build_image_encoder("conv", in_channels=1, pretrained=True, kwargs={"widthz": [8]})
     with pytest.raises(ValueError, match="model"):  # clip needs its model path
-        build_label_encoder("clip", class_names=FERPLUS, pretrained=True, kwargs={})
+        build_label_encoder("clip", class_names=FERPLUS_CLASSES, pretrained=True, kwargs={})
     with pytest.raises(ValueError, match=r"\{label\}"):
-        encoders.class_prompts(FERPLUS, "a face")
+        encoders.class_prompts(FERPLUS_CLASSES, "a face")
 
 
 # --------------------------------------------------------------------------- MiniLM
 
 
 def test_minilm_label_encoder_loads_and_separates_classes() -> None:
-    enc = build_label_encoder("minilm", class_names=FERPLUS, pretrained=True, kwargs={})
+    enc = build_label_encoder("minilm", class_names=FERPLUS_CLASSES, pretrained=True, kwargs={})
     table = enc.embeddings
     assert table.shape == (8, encoders.MINILM_DIM)
     assert torch.allclose(table.norm(dim=1), torch.ones(8), atol=1e-4)
@@ -84,13 +83,13 @@ def test_minilm_label_encoder_loads_and_separates_classes() -> None:
 
 
 def test_text_embeddings_are_restored_without_the_text_model(monkeypatch) -> None:
-    enc = build_label_encoder("minilm", class_names=FERPLUS, pretrained=True, kwargs={})
+    enc = build_label_encoder("minilm", class_names=FERPLUS_CLASSES, pretrained=True, kwargs={})
 
     def refuse(*args, **kwargs):
         raise AssertionError("the text encoder must not run when loading")
 
     monkeypatch.setattr(encoders, "minilm_embeddings", refuse)
-    empty = build_label_encoder("minilm", class_names=FERPLUS, pretrained=False, kwargs={})
+    empty = build_label_encoder("minilm", class_names=FERPLUS_CLASSES, pretrained=False, kwargs={})
     assert not torch.equal(empty.embeddings, enc.embeddings)
     empty.load_state_dict(enc.state_dict())
     assert torch.equal(empty.embeddings, enc.embeddings)
@@ -139,7 +138,7 @@ def test_clip_image_encoder_loads_a_saved_clip(tiny_clip: Path) -> None:
     enc.train()
     assert not enc.training
     images = torch.rand(2, 3, 48, 48)
-    normalised = (images - encoders.IMAGE_MEAN) / encoders.IMAGE_STD
+    normalised = (images - IMAGE_MEAN) / IMAGE_STD
     out = enc(normalised)
     assert out.shape == (2, 24)
     # Independent reference: CLIP's own image features on CLIP-normalised 32x32 pixels.
@@ -177,13 +176,13 @@ def test_clip_image_encoder_rebuilds_from_config_only(tiny_clip: Path) -> None:
 def test_clip_label_encoder_embeds_prompts(tiny_clip: Path) -> None:
     from transformers import AutoTokenizer, CLIPModel
 
-    enc = build_label_encoder("clip", class_names=FERPLUS, pretrained=True,
+    enc = build_label_encoder("clip", class_names=FERPLUS_CLASSES, pretrained=True,
                               kwargs={"model": str(tiny_clip)})
     assert enc.embeddings.shape == (8, 24)
     # Independent reference through CLIPModel.get_text_features.
     model = CLIPModel.from_pretrained(tiny_clip).eval()
     tokens = AutoTokenizer.from_pretrained(tiny_clip)(
-        [DEFAULT_PROMPT.format(label=n) for n in FERPLUS], padding=True, return_tensors="pt"
+        [DEFAULT_PROMPT.format(label=n) for n in FERPLUS_CLASSES], padding=True, return_tensors="pt"
     )
     with torch.no_grad():
         feats = model.get_text_features(**tokens)
@@ -191,7 +190,7 @@ def test_clip_label_encoder_embeds_prompts(tiny_clip: Path) -> None:
     assert torch.allclose(enc.embeddings, F.normalize(feats, dim=1), atol=1e-5)
     cos = enc.embeddings @ enc.embeddings.T
     assert cos[~torch.eye(8, dtype=torch.bool)].max() < 0.9999
-    skeleton = build_label_encoder("clip", class_names=FERPLUS, pretrained=False,
+    skeleton = build_label_encoder("clip", class_names=FERPLUS_CLASSES, pretrained=False,
                                    kwargs={"model": str(tiny_clip)})
     skeleton.load_state_dict(enc.state_dict())
     assert torch.equal(skeleton.embeddings, enc.embeddings)
@@ -226,8 +225,11 @@ def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _resnet_encoder(path: Path, pretrained: bool = True) -> encoders.ResNetImageEncoder:
+    from lrdif.checkpoint import resnet_trunk
+
     return build_image_encoder("resnet18", in_channels=1, pretrained=pretrained, kwargs={
-        "checkpoint": str(path), "widths": list(TINY_WIDTHS), "blocks": list(TINY_BLOCKS)})
+        "checkpoint": str(path), "widths": list(TINY_WIDTHS), "blocks": list(TINY_BLOCKS)},
+        weights=resnet_trunk(path) if pretrained else None)
 
 
 def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: Path) -> None:
@@ -238,7 +240,7 @@ def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: P
     enc.train()  # stays in eval mode: the trained batch-norm statistics are used
     assert not enc.training and not any(p.requires_grad for p in enc.parameters())
     images = torch.rand(4, 1, 48, 48)
-    x = (images - encoders.IMAGE_MEAN) / encoders.IMAGE_STD  # what LRDif feeds E_I
+    x = (images - IMAGE_MEAN) / IMAGE_STD  # what LRDif feeds E_I
     with torch.no_grad():
         expected = net(images).features  # the baseline's pooled features (B, 16)
     assert enc(x).shape == (4, 16)
@@ -251,12 +253,16 @@ def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: P
 
 def test_resnet_encoder_refuses_other_checkpoints(resnet_checkpoint: Path,
                                                   tmp_path: Path) -> None:
-    from lrdif.checkpoint import CheckpointError, save_checkpoint
+    from lrdif.checkpoint import CheckpointError, resnet_trunk, save_checkpoint
     from lrdif.models import LRDifConfig, LRDifStage1
 
     with pytest.raises(CheckpointError, match=r"does not match the image encoder.*widths"):
         build_image_encoder("resnet18", in_channels=1, pretrained=True,
-                            kwargs={"checkpoint": str(resnet_checkpoint)})  # default widths
+                            kwargs={"checkpoint": str(resnet_checkpoint)},  # default widths
+                            weights=resnet_trunk(resnet_checkpoint))
+    with pytest.raises(ValueError, match=r"needs the weights of .*lrdif.checkpoint.new_model"):
+        build_image_encoder("resnet18", in_channels=1, pretrained=True,
+                            kwargs={"checkpoint": str(resnet_checkpoint)})
     other = tmp_path / "s1.safetensors"
     save_checkpoint(other, LRDifStage1(config=LRDifConfig(label_encoder="learned")))
     with pytest.raises(CheckpointError, match=r"'lrdif_s1' model; the resnet18 image encoder"):

@@ -1,8 +1,8 @@
 """Tiny data sets and configs shared by the training, evaluation and distributed tests.
 
-A FERPlus-layout tree of 24x24 grey PNGs whose class is drawn into the image (a bright
-horizontal band at a class-dependent height, plus noise), so a small model can learn it
-in a few epochs and "the loss goes down" is a meaningful check.
+The data is the toy FERPlus of :mod:`lrdif.data.toy`: 24x24 grey PNGs whose class is drawn
+into the image, so a small model can learn it in a few epochs and "the loss goes down" is
+a meaningful check.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import pytest
 import torch
 import yaml
 
-FERPLUS_SPLITS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
-SIZE = 24
-CLASSES = 4  # neutral, happiness, surprise, sadness of FERPlus' 8
+from lrdif.data.toy import CLASSES, SIZE, band_image, make_ferplus
 
 TINY_LRDIF = {
     "epr_dim": 16,
@@ -33,34 +31,6 @@ TINY_LRDIF = {
     },
 }
 TINY_RESNET = {"widths": [8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
-
-
-def band_image(label: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    image = rng.integers(0, 60, (size, size)).astype(np.uint8)
-    band = size // CLASSES
-    image[label * band : (label + 1) * band, :] += 150
-    return image
-
-
-def make_ferplus(
-    root: Path, sizes: dict[str, int] | None = None, seed: int = 0, size: int = SIZE
-) -> Path:
-    """FERPlus layout (label.csv with 10 vote columns + PNGs) under ``root``."""
-    sizes = sizes or {"train": 48, "valid": 16, "test": 16}
-    rng = np.random.default_rng(seed)
-    for split, n in sizes.items():
-        folder = root / FERPLUS_SPLITS[split]
-        folder.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i in range(n):
-            label = i % CLASSES
-            name = f"fer{i:07d}.png"
-            cv2.imwrite(str(folder / name), band_image(label, rng, size))
-            votes = ["0"] * 10
-            votes[label] = "10"
-            rows.append(",".join([name, '"(0, 0, 48, 48)"', *votes]))
-        (folder / "label.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def make_folder_dataset(root: Path, classes: tuple[str, ...], per_class: int = 2) -> Path:

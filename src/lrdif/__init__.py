@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from lrdif.vocabulary import __version__
+
 __all__ = ["Predictions", "Recognizer", "__version__"]
 
 

@@ -8,7 +8,9 @@ the same container with key ``"lrdif_state"`` = ``{"format": 1, "version", "meta
 A model class in MODELS provides ``registry_name``, ``config_class`` (its config
 dataclass) and is built as ``cls(config=...)``; a class that would otherwise load or
 compute something the checkpoint overwrites (pretrained weights, text embeddings)
-provides ``cls.build_for_checkpoint(config)``, which ``load_model`` prefers.
+provides ``cls.build_for_checkpoint(config)``, which ``load_model`` prefers. A fresh
+model whose config names pretrained weights by file (E_I ``resnet18``) is built by
+:func:`new_model`, which reads them: the models themselves never read files.
 """
 
 from __future__ import annotations
@@ -24,20 +26,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
-from lrdif import __version__
+import lrdif.models  # noqa: F401  (registers every model in MODELS)
 from lrdif.config import from_dict, to_dict
 from lrdif.io import atomic_write_bytes
 from lrdif.registry import MODELS
+from lrdif.vocabulary import CheckpointError, __version__
 
 FORMAT = 1
 MODEL_KEY = "lrdif"
 STATE_KEY = "lrdif_state"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
-
-
-class CheckpointError(ValueError):
-    """A file that is not a usable lrdif checkpoint; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -217,8 +216,6 @@ def load_model(
     ``expect``: the MODELS key the caller needs (e.g. ``"lrdif_s1"`` to start stage 2);
     another model in the file is an error that names both.
     """
-    import lrdif.models  # noqa: F401  (registers every model)
-
     ckpt = load_checkpoint(path)
     if expect is not None and ckpt.model_name != expect:
         raise CheckpointError(
@@ -233,6 +230,32 @@ def load_model(
     model = build(config) if build is not None else cls(config=config)
     load_weights(model, ckpt.state_dict, source=str(path))
     return model.to(device).eval()
+
+
+def resnet_trunk(path: str | Path) -> dict[str, Tensor]:
+    """The state dict of the ``resnet18`` checkpoint at ``path``: the weights of E_I
+    ``resnet18`` (``image_encoder_kwargs.checkpoint``), which takes its stem and stages."""
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"{path}: no such resnet18 checkpoint for the image encoder E_I; train it "
+            "first (lrdif train cpu_resnet18 data.root=...) or point "
+            "model.options.image_encoder_kwargs.checkpoint at one"
+        )
+    ckpt = load_checkpoint(path)
+    if ckpt.model_name != "resnet18":
+        raise CheckpointError(f"{path} holds a {ckpt.model_name!r} model; the resnet18 "
+                              "image encoder needs a 'resnet18' checkpoint")
+    return ckpt.state_dict
+
+
+def new_model(cls: type[nn.Module], config: Any) -> nn.Module:
+    """A fresh ``cls(config=config)`` (a MODELS class) to train; the weights of a pretrained
+    image encoder that ``config`` names by file (``image_encoder: resnet18``,
+    ``image_encoder_kwargs.checkpoint``) are read here and handed to the model."""
+    kwargs = getattr(config, "image_encoder_kwargs", {})
+    if getattr(config, "image_encoder", None) == "resnet18" and "checkpoint" in kwargs:
+        return cls(config=config, image_encoder_weights=resnet_trunk(kwargs["checkpoint"]))
+    return cls(config=config)
 
 
 def save_state(path: str | Path, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:

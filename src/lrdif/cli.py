@@ -21,7 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    from lrdif import __version__
+    from lrdif.vocabulary import __version__
 
     parser = argparse.ArgumentParser(prog="lrdif", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lrdif {__version__}")

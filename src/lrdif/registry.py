@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A name -> factory table for one kind of part (data sets, encoders, models, ...)."""
+    """A name -> factory table for one kind of part (data sets, image encoders, models, ...)."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -49,7 +49,8 @@ class Registry(Generic[T]):
 
 DATASETS: Registry[Any] = Registry("data set")
 DISPLAYS: Registry[Any] = Registry("display")
-ENCODERS: Registry[Any] = Registry("encoder")
+IMAGE_ENCODERS: Registry[Any] = Registry("image encoder")
+LABEL_ENCODERS: Registry[Any] = Registry("label encoder")
 LANDMARKS: Registry[Any] = Registry("landmark source")
 MODELS: Registry[Any] = Registry("model")
 FACE_DETECTORS: Registry[Any] = Registry("face detector")

@@ -16,6 +16,7 @@ from lrdif.data.base import (
     _read_rows,
 )
 from lrdif.registry import DATASETS
+from lrdif.vocabulary import FERPLUS_CLASSES
 
 FERPLUS_LAYOUT = """\
   ROOT/
@@ -48,9 +49,7 @@ class FERPlus(FERDataset):
         "valid": "FER2013Valid",
         "test": "FER2013Test",
     }
-    CLASS_NAMES = (
-        "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-    )  # fmt: skip
+    CLASS_NAMES = FERPLUS_CLASSES
 
     def __init__(
         self,

@@ -4,19 +4,12 @@ Importing this package registers every model and encoder, which ``load_model`` n
 """
 
 from lrdif.models import baselines
-from lrdif.models.lrdif import (
-    DiffusionConfig,
-    LRDifConfig,
-    LRDifStage1,
-    LRDifStage2,
-    ModelOutput,
-)
+from lrdif.models.lrdif import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2
 
 __all__ = [
     "DiffusionConfig",
     "LRDifConfig",
     "LRDifStage1",
     "LRDifStage2",
-    "ModelOutput",
     "baselines",
 ]

@@ -23,12 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdif.losses import cross_entropy
-from lrdif.models.lrdif import ModelOutput
 from lrdif.registry import MODELS
-
-# Fixed input normalisation: images arrive in [0, 1]; a constant shift/scale keeps the
-# same checkpoint valid for training, evaluation and ONNX without data statistics.
-_MEAN, _STD = 0.5, 0.25
+from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD, ModelOutput
 
 
 @dataclass
@@ -37,9 +33,7 @@ class ResNet18Config:
 
     in_channels: int = 1
     image_size: int = 48
-    class_names: tuple[str, ...] = (
-        "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-    )
+    class_names: tuple[str, ...] = FERPLUS_CLASSES
     widths: tuple[int, ...] = (64, 128, 256, 512)
     blocks: tuple[int, ...] = (2, 2, 2, 2)
 
@@ -116,7 +110,7 @@ class ResNet18(nn.Module):
 
         ``landmarks`` and ``labels`` are accepted for the shared model contract and unused.
         """
-        x = (images - _MEAN) / _STD
+        x = (images - IMAGE_MEAN) / IMAGE_STD
         x = self.stages(self.stem(x))  # (B, 512, H/16, W/16)
         features = x.mean(dim=(2, 3))  # (B, 512)
         return ModelOutput(logits=self.head(features), features=features, epr=None,

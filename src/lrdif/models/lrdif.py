@@ -15,8 +15,9 @@ diffusion options (parameterisation, insert noise) is in docs/model.md.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,33 +25,11 @@ from torch import Tensor, nn
 from lrdif.diffusion.denoiser import Denoiser, reverse_process
 from lrdif.diffusion.schedule import BetaSchedule, NoiseSchedule, Parameterization
 from lrdif.losses import cross_entropy, epr_kl, total_loss
-from lrdif.models.encoders import (
-    IMAGE_MEAN,
-    IMAGE_STD,
-    build_image_encoder,
-    build_label_encoder,
-)
+from lrdif.models.encoders import build_image_encoder, build_label_encoder
 from lrdif.models.fpen import FPENS1, FPENS2
 from lrdif.models.udcformer import UDCformer, UDCformerConfig
 from lrdif.registry import MODELS
-
-FERPLUS_CLASSES = (
-    "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt",
-)
-
-
-class ModelOutput(NamedTuple):
-    """What every model in MODELS returns (a tuple, so tracing and ONNX export accept it).
-
-    logits (B, K); features (B, D) before the classifier; epr (B, C) the EPR the
-    UDCformer used (Z in stage 1, Z'_0 in stage 2); epr_teacher (B, C) the frozen
-    stage-1 Z (stage 2, only when labels were given), else None.
-    """
-
-    logits: Tensor
-    features: Tensor
-    epr: Tensor | None
-    epr_teacher: Tensor | None
+from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD, ModelOutput
 
 
 @dataclass
@@ -95,31 +74,52 @@ class LRDifConfig:
 
 
 class _LRDifBase(nn.Module):
-    """What both stages share: config, input normalisation, FPEN_S1 and UDCformer builders."""
+    """What both stages share: config, input normalisation, FPEN_S1 and UDCformer builders.
+
+    ``pretrained=False`` skips what a checkpoint overwrites (pretrained CLIP weights,
+    text embeddings of the class prompts); ``load_model`` builds models that way.
+    ``image_encoder_weights``: the state dict of the E_I that the config names by file
+    (``resnet18``), read by the caller (``lrdif.checkpoint.new_model`` does); needed when
+    ``pretrained``. Each stage builds its parts in :meth:`_build_parts`.
+    """
 
     config_class = LRDifConfig
 
-    def __init__(self, *, config: LRDifConfig) -> None:
+    def __init__(
+        self,
+        *,
+        config: LRDifConfig | None = None,
+        pretrained: bool = True,
+        image_encoder_weights: Mapping[str, Tensor] | None = None,
+    ) -> None:
         super().__init__()
-        self.config = config
+        self.config = config = config or LRDifConfig()
         shape = (1, config.in_channels, 1, 1)
         self.register_buffer("mean", torch.full(shape, IMAGE_MEAN), persistent=False)
         self.register_buffer("std", torch.full(shape, IMAGE_STD), persistent=False)
+        self._build_parts(pretrained, image_encoder_weights)
+
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
+    ) -> None:
+        raise NotImplementedError
 
     @classmethod
     def build_for_checkpoint(cls, config: LRDifConfig) -> _LRDifBase:
         """The architecture of ``config`` with nothing computed that a checkpoint overwrites
         (no pretrained weights loaded, no text encoder run); used by ``load_model``."""
-        return cls(config=config, pretrained=False)  # type: ignore[call-arg]
+        return cls(config=config, pretrained=False)
 
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.config.class_names)
 
-    def _build_fpen_s1(self, pretrained: bool) -> FPENS1:
+    def _build_fpen_s1(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
+    ) -> FPENS1:
         c = self.config
         return FPENS1(
-            image_encoder=self._build_image_encoder(pretrained),
+            image_encoder=self._build_image_encoder(pretrained, image_encoder_weights),
             label_encoder=build_label_encoder(
                 c.label_encoder, class_names=c.class_names, pretrained=pretrained,
                 kwargs=c.label_encoder_kwargs,
@@ -129,11 +129,13 @@ class _LRDifBase(nn.Module):
             label_dropout=c.label_dropout,
         )
 
-    def _build_image_encoder(self, pretrained: bool) -> nn.Module:
+    def _build_image_encoder(
+        self, pretrained: bool, weights: Mapping[str, Tensor] | None
+    ) -> nn.Module:
         c = self.config
         return build_image_encoder(
             c.image_encoder, in_channels=c.in_channels, pretrained=pretrained,
-            kwargs=c.image_encoder_kwargs,
+            kwargs=c.image_encoder_kwargs, weights=weights,
         )
 
     def _build_udcformer(self) -> UDCformer:
@@ -158,15 +160,16 @@ class _LRDifBase(nn.Module):
 class LRDifStage1(_LRDifBase):
     """Stage 1 (Fig. 2a): FPEN_S1 (with the label) + UDCformer, trained with L_ce.
 
-    ``pretrained=False`` skips what a checkpoint overwrites (pretrained CLIP weights,
-    text embeddings of the class prompts); ``load_model`` builds models that way.
+    Built as ``LRDifStage1(config=..., pretrained=True, image_encoder_weights=None)``
+    (see :class:`_LRDifBase`).
     """
 
     registry_name = "lrdif_s1"
 
-    def __init__(self, *, config: LRDifConfig | None = None, pretrained: bool = True) -> None:
-        super().__init__(config=config or LRDifConfig())
-        self.fpen_s1 = self._build_fpen_s1(pretrained)
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
+    ) -> None:
+        self.fpen_s1 = self._build_fpen_s1(pretrained, image_encoder_weights)
         self.udcformer = self._build_udcformer()
 
     def forward(
@@ -193,15 +196,16 @@ class LRDifStage2(_LRDifBase):
     Build it from a trained stage 1 with :meth:`from_stage1`. The teacher's weights are
     part of the state dict (a stage-2 checkpoint is self-contained); they never train
     and the teacher stays in eval mode. ``use_diffusion=False`` builds no denoiser.
-    ``pretrained`` as in :class:`LRDifStage1`.
+    Constructor arguments as in :class:`LRDifStage1`.
     """
 
     registry_name = "lrdif_s2"
 
-    def __init__(self, *, config: LRDifConfig | None = None, pretrained: bool = True) -> None:
-        super().__init__(config=config or LRDifConfig())
+    def _build_parts(
+        self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
+    ) -> None:
         c = self.config
-        self.teacher = self._build_fpen_s1(pretrained)
+        self.teacher = self._build_fpen_s1(pretrained, image_encoder_weights)
         # A frozen E_I (resnet18, clip) is the same in teacher and student: share it, so
         # it is stored and run once; a trainable one (conv) gets its own copy.
         self.shares_image_encoder = not any(
@@ -209,7 +213,7 @@ class LRDifStage2(_LRDifBase):
         )
         self.teacher.requires_grad_(False).eval()
         image_encoder = (self.teacher.image_encoder if self.shares_image_encoder
-                         else self._build_image_encoder(pretrained))
+                         else self._build_image_encoder(pretrained, image_encoder_weights))
         self.fpen_s2 = FPENS2(image_encoder=image_encoder, epr_dim=c.epr_dim,
                               num_layers=c.fpen_layers)
         d = c.diffusion

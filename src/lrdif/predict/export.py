@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from lrdif.io import atomic_write_bytes
+from lrdif.vocabulary import __version__
 
 DEFAULT_OPSET = 17
 TOLERANCE = 1e-4  # max |p_onnx - p_torch| accepted by the check after export
@@ -96,8 +97,6 @@ def export_onnx(
             opset_version=opset, dynamo=False,
         )
     proto = onnx.load_from_string(buffer.getvalue())
-    from lrdif import __version__
-
     metadata = {"class_names": ",".join(model.class_names), "input": "images float [0,1] "
                 f"(batch, {', '.join(map(str, shape))})", "model": model.registry_name,
                 "lrdif_version": __version__}

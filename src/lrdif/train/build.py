@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 import lrdif.models  # noqa: F401 (registers the models)
-from lrdif.checkpoint import load_checkpoint, load_model
+from lrdif.checkpoint import load_checkpoint, load_model, new_model
 from lrdif.config import ConfigError, from_dict, to_dict
 from lrdif.data.splits import label_map
 from lrdif.registry import MODELS
@@ -76,7 +76,7 @@ def build_model(
                 f"model.options.{key} = {given!r}, but the data set's images give {value!r}"
             )
     model_config = from_dict(cls.config_class, options, where="model.options")
-    return cls(config=model_config)
+    return new_model(cls, model_config)
 
 
 def _stage2_from_checkpoint(config: TrainConfig, data_classes: tuple[str, ...]) -> nn.Module:

@@ -40,11 +40,11 @@ import torch
 from PIL import Image, JpegImagePlugin
 from tqdm import tqdm
 
-from lrdif import __version__
 from lrdif.config import to_dict
 from lrdif.io import TMP_SUFFIX, atomic_write_bytes, atomic_write_json
 from lrdif.udc.degrade import UDCConfig, UDCSimulator
 from lrdif.udc.optics import Optics, psf_checksums
+from lrdif.vocabulary import __version__
 
 INFO_DIR = ".lrdif-udc"  # hidden: readers that scan folders skip it
 MANIFEST = "manifest.json"
