@@ -169,7 +169,7 @@ def _gap_line(results: dict[str, dict[str, Any]]) -> list[str]:
     return [f"  - {gap:.1f} points below the paper's {PAPER_UDC_FERPLUS}% on UDC-FERPlus: "
             "trained on 2 CPU cores for a few epochs, with no encoder pretrained beyond "
             "FERPlus's own training split (benchmarks/results/ferplus.md and "
-            "docs/training.md say what closes the gap);"]
+            "benchmarks/results/training_status.md say what closes the gap);"]
 
 
 def main() -> None:
