@@ -163,7 +163,8 @@ def make_112(root: Path, ferplus: Path, relpaths: list[str]) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ferplus", type=Path, default=ROOT.parent / "shared/data/ferplus")
+    parser.add_argument("--ferplus", type=Path, default=Path(
+        os.environ.get("LRDIF_FERPLUS") or ROOT.parent / "shared/data/ferplus"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--naive-images", type=int, default=1500)
     parser.add_argument("--images-112", type=int, default=3000)

@@ -1,16 +1,24 @@
 """The FERPlus benchmark of issue 4: clean FERPlus and UDC-FERPlus (T-OLED), every method.
 
     python benchmarks/ferplus.py throughput [--steps 30]      # images/s + matmul peak
-    python benchmarks/ferplus.py full [--smoke N] [--sets clean udc_toled] [--epochs E]
+    python benchmarks/ferplus.py full [--recipe NAME] [--smoke N] [--sets clean udc_toled]
     python benchmarks/ferplus.py report                        # rebuild from finished runs
 
-``full``: synthesises UDC-FERPlus from ``../shared/data/ferplus`` with ``lrdif synthesize``,
-trains ResNet-18, LRDif stage 1, LRDif stage 2 and stage 2 without diffusion (Table 5
-S2-V1) with the CPU recipes (``src/lrdif/configs/cpu_*.yaml``) on both, selects every
-run on the validation split, measures the test split (8-class majority protocol), runs
+``full``: synthesises UDC-FERPlus from the clean FERPlus (``--data``: ``$LRDIF_FERPLUS``,
+else ``../shared/data/ferplus``) with ``lrdif synthesize``, trains ResNet-18, LRDif
+stage 1, LRDif stage 2 and stage 2 without diffusion (Table 5 S2-V1) on both, selects
+every run on the validation split, measures the test split (8-class majority protocol), runs
 the Table 5 ablation and the Fig. 6 iterations study on UDC-FERPlus, and writes
 ``benchmarks/results/ferplus.md`` and ``ferplus.json``. Every finished run is reused and
 every killed one resumed, so re-running the command continues where it stopped.
+
+The recipe is three config files, ``--recipe NAME`` naming ``NAME_resnet18``,
+``NAME_s1`` and ``NAME_s2`` (packaged names or files in ``src/lrdif/configs``):
+``cpu`` (the default: ``cpu_*.yaml``, 10 epochs each) or ``bench_ferplus`` (the recorded
+runs of ``benchmarks/results/ferplus.md``: ``bench_ferplus_*.yaml``). The script only
+wires them together: ``data.root`` per data set, stage 1's E_I checkpoint and stage 2's
+``model.init_from``; Table 5's variants are overrides of the stage-2 config
+(``configs/studies/table5.yaml``).
 
 ``--smoke N`` runs the same pipeline on the first N images of each split for one epoch
 (a check of the script, not a result); its outputs go to ``benchmarks/work/smoke``.
@@ -44,7 +52,7 @@ from lrdif.evaluate.studies import (
     steps_curve,
     table5_markdown,
 )
-from lrdif.io import atomic_write, atomic_write_json, file_sha256
+from lrdif.io import atomic_write, atomic_write_json, file_sha256, portable_path, tree_sha256
 from lrdif.train.config import TrainConfig
 from lrdif.train.loop import train
 from lrdif.train.provenance import git_commit
@@ -52,7 +60,7 @@ from lrdif.train.provenance import git_commit
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-SOURCE = REPO.parent / "shared" / "data" / "ferplus"
+SOURCE = Path(os.environ.get("LRDIF_FERPLUS") or REPO.parent / "shared" / "data" / "ferplus")
 FERPLUS_DIRS = ("FER2013Train", "FER2013Valid", "FER2013Test")
 
 
@@ -238,28 +246,29 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     out = work / name
     summary_file = _summary_path(work, name)
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    summary.update(root=str(root), started=summary.get("started") or time.time())
+    # committed results carry no machine path: the root relative to the repository (or
+    # beside it), and a checksum of the data set's label and manifest files
+    summary.update(root=portable_path(root, REPO), data_sha256=tree_sha256(root),
+                   started=summary.get("started") or time.time())
     summary.setdefault("commands", [])
     command = "python benchmarks/ferplus.py " + " ".join(sys.argv[1:])
     if command not in summary["commands"]:
         summary["commands"].append(command)
-    base = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
-    common = [*base, f"data.root={root}"]
-    epochs = [] if args.smoke is not None else [f"epochs={args.epochs}"]
-    s1_epochs = [] if args.smoke is not None else [f"epochs={args.s1_epochs}"]
+    # --smoke: one epoch of each, no step checkpoints (a check of the script)
+    smoke = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
+    common = [*smoke, f"data.root={root}"]
+    recipe = {stage: f"{args.recipe}_{stage}" for stage in ("resnet18", "s1", "s2")}
     methods = summary.setdefault("methods", {})
 
-    r18_epochs = epochs if args.resnet_epochs is None else [f"epochs={args.resnet_epochs}"]
-    r18_overrides = [*common, *r18_epochs, *(["bf16=true"] if args.bf16_resnet else [])]
-    r18 = run_train(_config("cpu_resnet18", r18_overrides), out / "resnet18")
-    methods["resnet18"] = cached_summary(r18, _config("cpu_resnet18", common).data, "test",
+    r18_config = _config(recipe["resnet18"], common)
+    r18 = run_train(r18_config, out / "resnet18")
+    methods["resnet18"] = cached_summary(r18, r18_config.data, "test",
                                          cache_dir=out / "landmarks")
     _save(work, name, summary)
 
-    s1_overrides = [*common, *s1_epochs, f"model.options.image_encoder_kwargs.checkpoint={r18}",
-                    *([f"optim.warmup_epochs={args.s1_warmup}"] if args.smoke is None else [])]
-    s1 = run_train(_config("cpu_s1", s1_overrides), out / "lrdif_s1")
-    s2_config = _config("cpu_s2", [*common, *epochs, f"model.init_from={s1}"])
+    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={r18}"]
+    s1 = run_train(_config(recipe["s1"], s1_overrides), out / "lrdif_s1")
+    s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}"])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
     methods["lrdif_s2"], methods["lrdif_s2_no_dm"] = rows[1]["test"], rows[2]["test"]
@@ -446,13 +455,9 @@ def main() -> None:
                    help="first N images per split, 1 epoch: checks the script")
     f.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
                    help="data sets to run here (run one per process to use more cores)")
-    f.add_argument("--epochs", type=int, default=10,
-                   help="epochs of ResNet-18 and of every stage-2 run")
-    f.add_argument("--s1-epochs", type=int, default=10, help="epochs of LRDif stage 1")
-    f.add_argument("--s1-warmup", type=float, default=1.0,
-                   help="LR warm-up epochs of LRDif stage 1 (the config's: 1.0)")
-    f.add_argument("--resnet-epochs", type=int, default=None,
-                   help="epochs of ResNet-18 (default: --epochs)")
+    f.add_argument("--recipe", default="cpu",
+                   help="configs NAME_resnet18, NAME_s1, NAME_s2: 'cpu' (cpu_*.yaml) or "
+                        "'bench_ferplus' (the recorded runs, bench_ferplus_*.yaml)")
     f.add_argument("--table5", nargs="+", default=list(ablation_variants()), metavar="VARIANT",
                    help="Table 5 variants this process trains on udc_toled (the main rows "
                         "need S2-V1 and S2-V3; give the others to parallel processes, then "
@@ -460,8 +465,6 @@ def main() -> None:
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     f.add_argument("--work", default="full",
                    help="folder under benchmarks/work for the runs (one per schedule)")
-    f.add_argument("--bf16-resnet", action="store_true",
-                   help="bf16 autocast for ResNet-18 (2x on AMX CPUs; LRDif gains nothing)")
     r = sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads for the matmul peak (the training runs' count)")

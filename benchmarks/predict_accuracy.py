@@ -64,12 +64,13 @@ import torch
 from ferplus import machine  # benchmarks/ferplus.py: a script's folder is on sys.path
 
 from lrdif.data.splits import DataSection, label_map, read_split
-from lrdif.io import atomic_write, atomic_write_json
+from lrdif.io import atomic_write, atomic_write_json, portable_path, portable_paths
 from lrdif.metrics import confusion_matrix, summarize
 from lrdif.predict.recognizer import Recognizer
 from lrdif.train.provenance import git_commit, udc_manifest
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 RESULTS = HERE / "results"
 SPLIT = "test"
 # fer's class names (fer.FER._get_labels) -> the FERPlus reader's.
@@ -266,13 +267,14 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     roots = parse_data(args.data)
     report: dict[str, Any] = {
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]),
+        "command": shlex.join([Path(sys.executable).name,
+                               *(portable_paths(a, REPO) for a in sys.argv)]),
         "date": datetime.datetime.now().isoformat(timespec="minutes"),
         "commit": git_commit(), "machine": machine(), "limit": args.limit, "split": SPLIT,
         "label_mode": "majority",
     }
     recognizer = Recognizer.from_checkpoint(args.weights, device="cpu")
-    report["weights"] = {"path": str(args.weights), "sha256": sha256(args.weights),
+    report["weights"] = {"path": portable_path(args.weights, REPO), "sha256": sha256(args.weights),
                          "model": recognizer.model.registry_name,
                          "class_names": list(recognizer.class_names)}
     report["data"] = {}
@@ -285,7 +287,8 @@ def main() -> int:
         fer_scores, report["fer"] = fer_probabilities(args.fer_python, crops)
         where = f"{root} (split {SPLIT})"
         report["data"][name] = {
-            "root": str(root), "udc_manifest": udc_manifest(root),
+            "root": portable_path(root, REPO),
+            "udc_manifest": portable_paths(udc_manifest(root), REPO),
             "eight_class": eight_class(labels, classes, probs, recognizer.class_names, where),
             "seven_class": seven_class(labels, classes, probs, recognizer.class_names,
                                        fer_scores, tuple(report["fer"]["classes"])),

@@ -26,7 +26,7 @@ import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.evaluate.studies import checkpoint_data_section, evaluate_checkpoint
-from lrdif.io import atomic_write, file_sha256
+from lrdif.io import atomic_write, file_sha256, portable_paths
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
 from lrdif.train.provenance import git_commit
 
@@ -40,17 +40,9 @@ SHORT = {"neutral": "ne", "happiness": "ha", "surprise": "su", "sadness": "sa", 
 
 
 def _relative(value: Any) -> Any:
-    """``value`` with absolute paths inside the repository (or beside it, as the shared
-    data are) made relative to it."""
-    if isinstance(value, dict):
-        return {k: _relative(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relative(v) for v in value]
-    if isinstance(value, str) and value.startswith(str(REPO) + "/"):
-        return value[len(str(REPO)) + 1:]
-    if isinstance(value, str) and value.startswith(str(REPO.parent) + "/"):
-        return "../" + value[len(str(REPO.parent)) + 1:]
-    return value
+    """``value`` with absolute paths made relative to the repository (or ``../`` beside
+    it, as the shared data are; ``<external>/...`` elsewhere): lrdif.io.portable_paths."""
+    return portable_paths(value, REPO)
 
 
 def ship(checkpoint: Path, target: Path) -> dict[str, Any]:
@@ -177,7 +169,7 @@ def _gap_line(results: dict[str, dict[str, Any]]) -> list[str]:
     return [f"  - {gap:.1f} points below the paper's {PAPER_UDC_FERPLUS}% on UDC-FERPlus: "
             "trained on 2 CPU cores for a few epochs, with no encoder pretrained beyond "
             "FERPlus's own training split (benchmarks/results/ferplus.md and "
-            "docs/training.md say what closes the gap);"]
+            "benchmarks/results/training_status.md say what closes the gap);"]
 
 
 def main() -> None:

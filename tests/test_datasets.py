@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ferplus_source import FERPLUS, MISSING
 from PIL import Image
 
 import lrdif.data  # noqa: F401  (registers the readers)
@@ -15,8 +16,6 @@ from lrdif.data.ferplus import FERPlus
 from lrdif.data.images import ImageError
 from lrdif.data.kdef import KDEF, kdef_test_subjects
 from lrdif.registry import DATASETS
-
-FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
 
 
 def write_image(path: Path, value: int, size=(6, 8), fmt: str | None = None, grey=False) -> None:
@@ -119,7 +118,7 @@ def test_ferplus_source_and_label_files(tmp_path):
     ]
 
 
-@pytest.mark.skipif(not FERPLUS.exists(), reason=f"real FERPlus not found at {FERPLUS}")
+@pytest.mark.skipif(not FERPLUS.exists(), reason=MISSING)
 def test_real_ferplus_majority_counts():
     counts = {s: len(FERPlus(root=FERPLUS, split=s)) for s in FERPlus.splits}
     assert counts == {"train": 25_045, "valid": 3_191, "test": 3_137}

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from ferplus_source import FERPLUS, MISSING
 
 from lrdif.data.images import read_image
 from lrdif.predict.faces import (
@@ -22,7 +23,7 @@ from lrdif.registry import FACE_DETECTORS
 ASTRONAUT = Path(__file__).parents[1] / "src" / "lrdif" / "assets" / "astronaut.jpg"
 # Eileen Collins' face in the 512x512 asset, hairline to chin, marked by hand.
 ASTRONAUT_FACE = (180, 70, 90, 105)
-FERPLUS_TEST = Path(__file__).parents[2] / "shared" / "data" / "ferplus" / "FER2013Test"
+FERPLUS_TEST = FERPLUS / "FER2013Test"
 
 
 def iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
@@ -83,7 +84,7 @@ def test_pictures_without_a_face_give_no_face(haar, kind):
     assert haar.detect(image) == []
 
 
-@pytest.mark.skipif(not FERPLUS_TEST.is_dir(), reason="FERPlus not found at ../shared/data")
+@pytest.mark.skipif(not FERPLUS_TEST.is_dir(), reason=MISSING)
 def test_haar_finds_ferplus_faces_pasted_into_photos(haar):
     """Real faces (FERPlus test crops) upscaled into 640x480 frames at random places."""
     rng = np.random.default_rng(0)

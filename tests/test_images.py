@@ -5,17 +5,16 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from ferplus_source import FERPLUS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from lrdif.data.images import ImageError, _decode_pil, read_image
 
-FERPLUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
 RNG = np.random.default_rng(0)
 GREY = RNG.integers(0, 256, (24, 32), dtype=np.uint8)
 RGB = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)

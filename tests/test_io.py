@@ -38,3 +38,24 @@ def test_permissions_follow_the_umask(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "f").stat().st_mode) == 0o640
+
+
+def test_portable_paths_carry_no_machine_layout(tmp_path: Path) -> None:
+    from lrdif.io import portable_path, portable_paths, tree_sha256
+
+    repo = tmp_path / "checkout" / "lrdif"
+    assert portable_path(repo / "benchmarks" / "work" / "x", repo) == "benchmarks/work/x"
+    assert portable_path(tmp_path / "checkout" / "shared" / "data" / "ferplus", repo) == (
+        "../shared/data/ferplus")
+    assert portable_path("/opt/venvs/fer/bin/python", repo) == "<external>/fer/bin/python"
+    value = {"root": str(repo / "a"), "n": 3, "list": ["plain", str(repo)], "rel": "b/c"}
+    assert portable_paths(value, repo) == {"root": "a", "n": 3, "list": ["plain", "."],
+                                           "rel": "b/c"}
+    (tmp_path / "d" / "s").mkdir(parents=True)
+    (tmp_path / "d" / "s" / "label.csv").write_text("a,1\n")
+    (tmp_path / "d" / "s" / "x.png").write_bytes(b"png")
+    first = tree_sha256(tmp_path / "d")
+    (tmp_path / "d" / "s" / "x.png").write_bytes(b"other")  # images are not hashed
+    assert tree_sha256(tmp_path / "d") == first
+    (tmp_path / "d" / "s" / "label.csv").write_text("a,2\n")
+    assert tree_sha256(tmp_path / "d") != first

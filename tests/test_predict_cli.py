@@ -50,6 +50,25 @@ def test_photo_to_json_and_annotated_picture(checkpoint, tmp_path, capsys):
     drawn = read_image(folder / "astronaut.jpg")
     assert drawn.shape == read_image(ASTRONAUT).shape
     assert np.abs(drawn.astype(int) - read_image(ASTRONAUT)).mean() > 1.0
+    # the summary line shows the top three; the JSON holds every class
+    line = next(x for x in printed.splitlines() if x.startswith(f"{ASTRONAUT}:"))
+    assert line.count("%") == 3
+    assert len(record["emotions"]) == 8
+    assert sum(record["emotions"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_all_prints_every_class_likeliest_first(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert predict(str(ASTRONAUT), "--weights", str(checkpoint), "--json", str(out),
+                   "--all", "--device", "cpu") == 0
+    (record,) = json.loads(out.read_text())
+    line = next(x for x in capsys.readouterr().out.splitlines()
+                if x.startswith(f"{ASTRONAUT}:"))
+    shown = line.split("]: ", 1)[1].split(", ")
+    assert [s.rsplit(" ", 1)[0] for s in shown] == sorted(
+        record["emotions"], key=record["emotions"].get, reverse=True)
+    assert [s.rsplit(" ", 1)[1] for s in shown] == [
+        f"{record['emotions'][s.rsplit(' ', 1)[0]]:.0%}" for s in shown]
 
 
 def test_some_bad_inputs_exit_1_and_the_rest_is_written(checkpoint, tmp_path, capsys):
@@ -150,6 +169,24 @@ def test_annotate_draws_box_label_and_bars():
     bar_colour = np.array([255, 190, 40])
     panel = drawn[y:, round(100 * 1.8) :]
     assert (panel == bar_colour).all(axis=2).sum() > 100  # the probability bars
+
+
+def test_annotate_labels_each_bar_with_its_percentage(monkeypatch):
+    from lrdif.predict import annotate as annotate_module
+
+    texts: list[str] = []
+    real = annotate_module.cv2.putText
+
+    def put_text(img, text, *args, **kwargs):
+        texts.append(text)
+        return real(img, text, *args, **kwargs)
+
+    monkeypatch.setattr(annotate_module.cv2, "putText", put_text)
+    record = {"box": [40, 50, 60, 60], "dominant_emotion": "happiness",
+              "emotions": {"neutral": 0.1, "happiness": 0.85, "sadness": 0.05}}
+    annotate(np.full((200, 300, 3), 128, np.uint8), [record])
+    assert "happiness 85%" in texts  # the label over the box
+    assert [t for t in texts if t.endswith("%") and " " not in t] == ["10%", "85%", "5%"]
 
 
 def test_annotate_picture_without_a_face_shows_the_message():

@@ -142,9 +142,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: Path, tmp_path:
 
 
 def test_packaged_configs_load() -> None:
-    from lrdif.config import PACKAGED_CONFIGS
+    from lrdif.config import packaged_config_names
 
-    names = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+    names = packaged_config_names()
     assert {"paper_s1", "paper_s2", "cpu_s1", "cpu_s2", "cpu_resnet18"} <= set(names)
     for name in names:
         config = load_train_config(name)

@@ -261,3 +261,18 @@ def test_bad_arguments_are_refused() -> None:
         sim.degrade(np.zeros((2, 8, 8), np.float32), ["a", "b"])
     with pytest.raises(ValueError, match="keys"):
         sim.degrade(np.zeros((2, 8, 8), np.uint8), ["a"])
+
+
+def test_default_scale_and_glare_are_what_docs_udc_says() -> None:
+    """docs/udc.md, "Scale": 12.5 sensor pixels per pixel at 48x48 with the default
+    face_px 600, the whole 409-sensor-pixel PSF inside the 33-pixel kernel (no glare);
+    glare only when the PSF outgrows the cap (112x112, or face_px 300 at 48x48)."""
+    sim = UDCSimulator(UDCConfig(display="toled"))  # the default optics, as synthesize uses
+    assert sim.config.face_px == 600.0 and sim.scale(48, 48) == 12.5
+    kernel, glare = sim.kernel(48, 48)
+    assert kernel.shape[-1] == 33 and np.all(glare == 0.0)
+    _, glare = sim.kernel(112, 112)
+    assert np.all(glare > 0) and glare.max() < 0.002
+    half = UDCSimulator(UDCConfig(display="toled", face_px=300.0))
+    assert half.scale(48, 48) == 6.25
+    assert np.allclose(half.kernel(48, 48)[1], [0.033, 0.030, 0.022], atol=0.001)

@@ -2,11 +2,24 @@
 
 Every config is a (nested) dataclass. Unknown keys are errors that name the key
 and list the known ones, so a typo never silently falls back to a default.
+
+A file may name a file it builds on with a top-level ``base:`` key: a ``.yaml`` path
+relative to the file itself, or the name of a packaged config (``cpu_s1``), or a list
+of them, later ones winning. The base is read first
+(recursively) and the file's keys are laid over it: mappings merge key by key,
+anything else (numbers, strings, lists) replaces the base's value. Packaged files
+whose names start with ``_`` are such shared bases, not configs of their own.
+
+A string value of the form ``${NAME:-default}`` (or ``${NAME}``) is read from the
+environment variable ``NAME`` (or ``default`` when it is unset or empty); the
+packaged configs use it for the FERPlus root (``LRDIF_FERPLUS``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,6 +30,8 @@ import yaml
 C = TypeVar("C")
 
 PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+BASE_KEY = "base"
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class ConfigError(ValueError):
@@ -139,25 +154,86 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def packaged_config_names() -> list[str]:
+    """Names of the configs shipped in ``lrdif/configs`` (``_*`` bases excluded)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml") if not p.stem.startswith("_"))
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A file path, or the name of a config shipped in ``lrdif/configs`` (``cpu_s1``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
     packaged = PACKAGED_CONFIGS / f"{name_or_path}.yaml"
-    if packaged.is_file():
+    if packaged.is_file() and not str(name_or_path).startswith("_"):
         return packaged
-    known = sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
-    raise ConfigError(f"config {str(name_or_path)!r} is neither a file nor one of {known}")
+    raise ConfigError(
+        f"config {str(name_or_path)!r} is neither a file nor one of {packaged_config_names()}"
+    )
 
 
-def load_config(cls: type[C], name_or_path: str | Path, overrides: list[str] = ()) -> C:  # type: ignore[assignment]
-    """Read a YAML config into dataclass ``cls``, applying ``key=value`` overrides."""
-    path = resolve_config_path(name_or_path)
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid over ``base``: mappings merge key by key, other values replace."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def expand_env(value: Any) -> Any:
+    """``${NAME:-default}`` in strings (recursively) replaced from the environment."""
+    if isinstance(value, dict):
+        return {k: expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v) for v in value]
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+    return value
+
+
+def read_config_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a YAML config file stands for, its ``base:`` files merged in.
+
+    A missing base, or a base that leads back to a file already being read, is a
+    :class:`ConfigError` that names the files involved.
+    """
+    path = Path(path)
+    real = path.resolve()
+    if real in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain[_chain.index(real):], real))
+        raise ConfigError(f"{path}: {BASE_KEY!r} files form a cycle: {cycle}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except OSError as exc:
+        where = f"{_chain[-1]}: {BASE_KEY} " if _chain else ""
+        raise ConfigError(f"{where}{path}: cannot read the config file ({exc.strerror})") from exc
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    bases = data.pop(BASE_KEY, None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: {BASE_KEY!r} must be a file name or a list of them")
+    merged: dict[str, Any] = {}
+    for name in bases:
+        base = path.parent / name if name.endswith((".yaml", ".yml")) else (
+            PACKAGED_CONFIGS / f"{name}.yaml")
+        merged = merge(merged, read_config_file(base, (*_chain, real)))
+    return merge(merged, data)
+
+
+def load_config(cls: type[C], name_or_path: str | Path, overrides: list[str] = ()) -> C:  # type: ignore[assignment]
+    """Read a YAML config (and its ``base:`` files) into dataclass ``cls``, applying
+    ``key=value`` overrides."""
+    path = resolve_config_path(name_or_path)
+    data = expand_env(read_config_file(path))
     return from_dict(cls, apply_overrides(data, list(overrides)), where=str(path))

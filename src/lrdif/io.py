@@ -76,3 +76,39 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def portable_path(path: str | Path, repo: str | Path) -> str:
+    """``path`` as it may appear in a committed file: relative to ``repo`` when inside it,
+    ``../NAME/...`` beside it (the project's ``../shared/data`` convention), otherwise
+    ``<external>/`` and its last three parts (no machine's absolute layout)."""
+    path, repo = Path(os.path.abspath(path)), Path(os.path.abspath(repo))
+    if path == repo:
+        return "."
+    if repo in path.parents:
+        return path.relative_to(repo).as_posix()
+    if repo.parent in path.parents:
+        return "../" + path.relative_to(repo.parent).as_posix()
+    return "<external>/" + "/".join(path.parts[-3:])
+
+
+def portable_paths(value: Any, repo: str | Path) -> Any:
+    """``value`` (JSON-like) with every absolute path string made :func:`portable_path`."""
+    if isinstance(value, dict):
+        return {k: portable_paths(v, repo) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable_paths(v, repo) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and "\n" not in value:
+        return portable_path(value, repo)
+    return value
+
+
+def tree_sha256(root: str | Path, suffixes: tuple[str, ...] = (".csv", ".json")) -> str:
+    """Hex SHA-256 over the relative names and bytes of a data set's label/manifest files
+    (``suffixes``, sorted by name): identifies a data set without its machine path."""
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in suffixes):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

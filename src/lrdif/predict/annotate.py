@@ -1,4 +1,5 @@
-"""Draw predictions on a picture: face boxes, the dominant emotion, and a bar chart of all.
+"""Draw predictions on a picture: face boxes, the dominant emotion, and a bar chart of all
+classes, each bar labelled with its percentage.
 
 Input and output are RGB ``uint8 (H, W, 3)`` arrays (a grey image is drawn in
 colour). Small pictures (a 48x48 FERPlus crop) are enlarged first so the text
@@ -84,12 +85,14 @@ def _bars(
     font: float,
     thick: int,
 ) -> None:
-    """A small horizontal bar chart of all probabilities, beside the box."""
+    """A small horizontal bar chart of all probabilities, beside the box; each bar is
+    followed by its percentage (``"87%"``)."""
     (_, th), base = cv2.getTextSize("Xg", _FONT, font, thick)
     row = th + base + 4
     name_w = max(cv2.getTextSize(n, _FONT, font, thick)[0][0] for n in emotions) + 6
     bar_w = 6 * row
-    panel_w, panel_h = name_w + bar_w + 8, row * len(emotions) + 6
+    pct_w = cv2.getTextSize("100%", _FONT, font, thick)[0][0] + 6
+    panel_w, panel_h = name_w + bar_w + pct_w + 8, row * len(emotions) + 6
     x, y, w, _h = box
     img_h, img_w = canvas.shape[:2]
     # Right of the box if it fits, else left of it, else inside the picture's right edge.
@@ -105,6 +108,8 @@ def _bars(
         # A dim track shows the full scale (probability 1) behind each bar.
         cv2.rectangle(canvas, (x0, top + 2), (x0 + bar_w, top + row - 3), _TRACK, -1)
         cv2.rectangle(canvas, (x0, top + 2), (x0 + round(bar_w * p), top + row - 3), _BAR, -1)
+        cv2.putText(canvas, f"{p:.0%}", (x0 + bar_w + 4, top + th + 1), _FONT, font, _TEXT,
+                    thick, cv2.LINE_AA)
 
 
 def save_image(path: str | Path, image: np.ndarray) -> None:

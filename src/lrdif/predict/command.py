@@ -1,10 +1,12 @@
 """``lrdif predict PATH...``: emotions of the faces in photos, folders and videos.
 
-Prints one summary line per picture (per video: a line for the whole clip), writes
-the records as JSON or CSV, and with ``--annotate DIR`` draws each picture with its
-boxes, labels and probability bars. Exit status: 0 when every input was read, 1
-when some failed (their errors are in the output, the rest is written), 2 on a
-usage error (bad option, missing or unusable checkpoint).
+Prints one summary line per picture (per video: a line for the whole clip) with the
+three likeliest emotions of each face (``--all``: every class), writes the records as
+JSON or CSV (every class's probability, always), and with ``--annotate DIR`` draws
+each picture with its boxes, labels and probability bars (with percentages). Exit
+status: 0 when every input was read, 1 when some failed (their errors are in the
+output, the rest is written), 2 on a usage error (bad option, missing or unusable
+checkpoint).
 """
 
 from __future__ import annotations
@@ -34,8 +36,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint made by `lrdif train` (default: the shipped model, "
                              "which this version does not have)")
     out = parser.add_mutually_exclusive_group()
-    out.add_argument("--json", metavar="FILE", help="write the face records as JSON")
-    out.add_argument("--csv", metavar="FILE", help="write the face records as CSV")
+    out.add_argument("--json", metavar="FILE",
+                     help="write the face records as JSON (every class's probability)")
+    out.add_argument("--csv", metavar="FILE",
+                     help="write the face records as CSV (a probability column per class)")
+    parser.add_argument("--all", action="store_true",
+                        help="print every class's probability, likeliest first "
+                             "(default: the top three)")
     parser.add_argument("--annotate", metavar="DIR",
                         help="write each picture with boxes, labels and probability bars")
     parser.add_argument("--simulate-udc", choices=("toled", "poled"),
@@ -70,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
             print(_clip_line(clip))
             clip = []
         if picture.frame is None:
-            print(_picture_line(picture, args.no_detect))
+            print(_picture_line(picture, args.no_detect, None if args.all else 3))
         else:
             clip += picture.records
         if annotate_dir is not None and picture.image is not None:
@@ -92,19 +99,20 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _top(emotions: dict[str, float], n: int = 3) -> str:
+def _top(emotions: dict[str, float], n: int | None = 3) -> str:
+    """The ``n`` likeliest emotions (``None``: all), likeliest first, as percentages."""
     ranked = sorted(emotions.items(), key=lambda kv: kv[1], reverse=True)[:n]
     return ", ".join(f"{name} {p:.0%}" for name, p in ranked)
 
 
-def _picture_line(picture: Picture, no_detect: bool) -> str:
+def _picture_line(picture: Picture, no_detect: bool, top: int | None = 3) -> str:
     source, records = picture.source, picture.records
     error = records[0]["error"]
     if error == NO_FACE and not no_detect and max(picture.image.shape[:2]) <= 128:
         return f"{source}: {NO_FACE} (a face crop already? use --no-detect)"
     if error is not None:  # read errors already name the file
         return error if error.startswith(source) else f"{source}: {error}"
-    faces = [f"face at {r['box']}: {_top(r['emotions'])}" for r in records]
+    faces = [f"face at {r['box']}: {_top(r['emotions'], top)}" for r in records]
     return f"{source}: " + "; ".join(faces)
 
 
