@@ -225,11 +225,11 @@ def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _resnet_encoder(path: Path, pretrained: bool = True) -> encoders.ResNetImageEncoder:
-    from lrdif.checkpoint import resnet_trunk
+    from lrdif.checkpoint import encoder_source_weights
 
     return build_image_encoder("resnet18", in_channels=1, pretrained=pretrained, kwargs={
         "checkpoint": str(path), "widths": list(TINY_WIDTHS), "blocks": list(TINY_BLOCKS)},
-        weights=resnet_trunk(path) if pretrained else None)
+        weights=encoder_source_weights("resnet18", path) if pretrained else None)
 
 
 def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: Path) -> None:
@@ -253,13 +253,13 @@ def test_resnet_encoder_is_the_checkpoints_trunk_and_frozen(resnet_checkpoint: P
 
 def test_resnet_encoder_refuses_other_checkpoints(resnet_checkpoint: Path,
                                                   tmp_path: Path) -> None:
-    from lrdif.checkpoint import CheckpointError, resnet_trunk, save_checkpoint
+    from lrdif.checkpoint import CheckpointError, encoder_source_weights, save_checkpoint
     from lrdif.models import LRDifConfig, LRDifStage1
 
     with pytest.raises(CheckpointError, match=r"does not match the image encoder.*widths"):
         build_image_encoder("resnet18", in_channels=1, pretrained=True,
                             kwargs={"checkpoint": str(resnet_checkpoint)},  # default widths
-                            weights=resnet_trunk(resnet_checkpoint))
+                            weights=encoder_source_weights("resnet18", resnet_checkpoint))
     with pytest.raises(ValueError, match=r"needs the weights of .*lrdif.checkpoint.new_model"):
         build_image_encoder("resnet18", in_channels=1, pretrained=True,
                             kwargs={"checkpoint": str(resnet_checkpoint)})

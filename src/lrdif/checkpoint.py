@@ -232,29 +232,39 @@ def load_model(
     return model.to(device).eval()
 
 
-def resnet_trunk(path: str | Path) -> dict[str, Tensor]:
-    """The state dict of the ``resnet18`` checkpoint at ``path``: the weights of E_I
-    ``resnet18`` (``image_encoder_kwargs.checkpoint``), which takes its stem and stages."""
+# E_I name -> (the MODELS entry whose checkpoint it starts from, the config that trains it).
+ENCODER_SOURCES = {
+    "resnet18": ("resnet18", "cpu_resnet18"),
+    "backbone": ("backbone", "cpu_backbone"),
+}
+
+
+def encoder_source_weights(encoder: str, path: str | Path) -> dict[str, Tensor]:
+    """The state dict of the checkpoint at ``path`` that image encoder ``encoder`` starts
+    from (``image_encoder_kwargs.checkpoint``): a ``resnet18`` for E_I ``resnet18`` (its
+    stem and stages), a ``backbone`` classifier for E_I ``backbone``."""
+    model, config = ENCODER_SOURCES[encoder]
     if not Path(path).is_file():
         raise CheckpointError(
-            f"{path}: no such resnet18 checkpoint for the image encoder E_I; train it "
-            "first (lrdif train cpu_resnet18 data.root=...) or point "
+            f"{path}: no such {model} checkpoint for the image encoder E_I; train it "
+            f"first (lrdif train {config} data.root=...) or point "
             "model.options.image_encoder_kwargs.checkpoint at one"
         )
     ckpt = load_checkpoint(path)
-    if ckpt.model_name != "resnet18":
-        raise CheckpointError(f"{path} holds a {ckpt.model_name!r} model; the resnet18 "
-                              "image encoder needs a 'resnet18' checkpoint")
+    if ckpt.model_name != model:
+        raise CheckpointError(f"{path} holds a {ckpt.model_name!r} model; the {encoder} "
+                              f"image encoder needs a {model!r} checkpoint")
     return ckpt.state_dict
 
 
 def new_model(cls: type[nn.Module], config: Any) -> nn.Module:
-    """A fresh ``cls(config=config)`` (a MODELS class) to train; the weights of a pretrained
-    image encoder that ``config`` names by file (``image_encoder: resnet18``,
-    ``image_encoder_kwargs.checkpoint``) are read here and handed to the model."""
-    kwargs = getattr(config, "image_encoder_kwargs", {})
-    if getattr(config, "image_encoder", None) == "resnet18" and "checkpoint" in kwargs:
-        return cls(config=config, image_encoder_weights=resnet_trunk(kwargs["checkpoint"]))
+    """A fresh ``cls(config=config)`` (a MODELS class) to train; the weights of an image
+    encoder that ``config`` starts from a file (``image_encoder: resnet18`` or ``backbone``
+    with ``image_encoder_kwargs.checkpoint``) are read here and handed to the model."""
+    encoder = getattr(config, "image_encoder", None)
+    path = getattr(config, "image_encoder_kwargs", {}).get("checkpoint")
+    if encoder in ENCODER_SOURCES and path is not None:
+        return cls(config=config, image_encoder_weights=encoder_source_weights(encoder, path))
     return cls(config=config)
 
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdif.losses import cross_entropy
+from lrdif.models.backbones import BACKBONES, build_backbone
 from lrdif.registry import MODELS
 from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD, ModelOutput
 
@@ -115,6 +116,94 @@ class ResNet18(nn.Module):
         features = x.mean(dim=(2, 3))  # (B, 512)
         return ModelOutput(logits=self.head(features), features=features, epr=None,
                            epr_teacher=None)
+
+    def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy (paper Eq. 13, averaged over the batch)."""
+        ce = cross_entropy(output.logits, labels)
+        return {"total": ce, "ce": ce}
+
+
+@dataclass
+class BackboneClassifierConfig:
+    """Architecture of :class:`BackboneClassifier`; stored in every checkpoint."""
+
+    backbone: str = "mobilenetv2"  # a key of lrdif.models.backbones.BACKBONES
+    in_channels: int = 1
+    image_size: int = 48
+    input_size: int = 64  # the side the backbone sees (bilinear resize inside the model)
+    class_names: tuple[str, ...] = FERPLUS_CLASSES
+    dropout: float = 0.2
+    test_flip: bool = True  # evaluation averages the logits of the image and its mirror
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; known: {sorted(BACKBONES)}")
+        if self.in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {self.in_channels}")
+        if len(self.class_names) < 2:
+            raise ValueError(f"need at least 2 classes, got {self.class_names}")
+
+
+@MODELS.register("backbone")
+class BackboneClassifier(nn.Module):
+    """An ImageNet-pretrained backbone (lrdif.models.backbones) fine-tuned as a classifier.
+
+    The strongest simple baseline for LRDif: the same pretrained network LRDif uses as
+    its image encoder E_I, alone. Grey images are repeated to RGB, resized to
+    ``input_size`` and normalised the way the backbone was trained; global average
+    pooling, dropout and a linear layer give the logits.
+    """
+
+    registry_name = "backbone"
+    config_class = BackboneClassifierConfig
+
+    def __init__(self, *, config: BackboneClassifierConfig | None = None,
+                 pretrained: bool = True) -> None:
+        super().__init__()
+        config = config or BackboneClassifierConfig()
+        self.config = config
+        self.class_names = tuple(config.class_names)
+        self.backbone = build_backbone(config.backbone, pretrained=pretrained)
+        cls = type(self.backbone)
+        self.register_buffer("mean", torch.tensor(cls.input_mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(cls.input_std).view(1, 3, 1, 1),
+                             persistent=False)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(cls.feature_dim, len(self.class_names))
+
+    @classmethod
+    def build_for_checkpoint(cls, config: BackboneClassifierConfig) -> BackboneClassifier:
+        """The architecture without the ImageNet weights (a checkpoint overwrites them)."""
+        return cls(config=config, pretrained=False)
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        landmarks: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """images (B, C_in, H, W) in [0, 1] -> logits (B, K), features (B, 1280).
+
+        In eval mode with ``test_flip`` the logits average the image and its mirror.
+        ``landmarks`` and ``labels`` are accepted for the shared model contract and unused.
+        """
+        features = self.pooled_features(images)  # (B, 1280)
+        logits = self.head(self.dropout(features))
+        if self.config.test_flip and not self.training:
+            logits = 0.5 * (logits + self.head(self.pooled_features(images.flip(-1))))
+        return ModelOutput(logits=logits, features=features, epr=None, epr_teacher=None)
+
+    def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, C_in, H, W) in [0, 1] -> the backbone's pooled features (B, 1280)."""
+        x = images
+        if x.shape[-1] != self.config.input_size:
+            size = (self.config.input_size, self.config.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std  # grey -> RGB, (B, 3, S, S)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone.features(x).mean(dim=(2, 3))
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Cross-entropy (paper Eq. 13, averaged over the batch)."""

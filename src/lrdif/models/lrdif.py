@@ -59,6 +59,9 @@ class LRDifConfig:
     label_encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     fpen_layers: int = 2
     label_dropout: float = 0.0  # stage 1: P(E_L(y) -> 0) per training sample; 0 = paper
+    # Z and x_S2 to zero mean, unit variance per sample (fpen.normalize_epr), the noise's
+    # scale; False keeps checkpoints trained before this option as they were.
+    normalize_epr: bool = False
     udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
@@ -127,6 +130,7 @@ class _LRDifBase(nn.Module):
             epr_dim=c.epr_dim,
             num_layers=c.fpen_layers,
             label_dropout=c.label_dropout,
+            normalize=c.normalize_epr,
         )
 
     def _build_image_encoder(
@@ -175,9 +179,15 @@ class LRDifStage1(_LRDifBase):
     def forward(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
     ) -> ModelOutput:
-        """images (B, C_in, H, W); labels (B,) or (B, K) required; landmarks (B, P, 2) or None."""
-        if labels is None:
-            raise ValueError("stage 1 needs the labels: its EPR Z is computed from them (Eq. 1)")
+        """images (B, C_in, H, W); labels (B,) or (B, K); landmarks (B, P, 2) or None.
+
+        ``labels=None`` runs the label-free path (E_L(y) = 0, what label dropout trains):
+        the image path that stage 2 inherits, on which stage 1 is selected.
+        """
+        if labels is None and self.config.label_dropout == 0:
+            raise ValueError("stage 1 needs the labels: its EPR Z is computed from them "
+                             "(Eq. 1); only a stage 1 trained with label_dropout > 0 runs "
+                             "without them")
         x = self.normalize(images)
         z = self.fpen_s1(x, labels)  # (B, C), Eq. 1
         logits, features = self.udcformer(x, z, landmarks)  # (B, K), (B, D)
@@ -215,7 +225,7 @@ class LRDifStage2(_LRDifBase):
         image_encoder = (self.teacher.image_encoder if self.shares_image_encoder
                          else self._build_image_encoder(pretrained, image_encoder_weights))
         self.fpen_s2 = FPENS2(image_encoder=image_encoder, epr_dim=c.epr_dim,
-                              num_layers=c.fpen_layers)
+                              num_layers=c.fpen_layers, normalize=c.normalize_epr)
         d = c.diffusion
         self.denoiser = Denoiser(epr_dim=c.epr_dim) if d.use_diffusion else None
         self.schedule = NoiseSchedule.build(
@@ -223,6 +233,10 @@ class LRDifStage2(_LRDifBase):
             beta_end=d.beta_end,
         )
         self.inference_schedule = self.schedule
+        # One fixed draw of N(0, I): with inserted noise, inference starts the chain from a
+        # sample of the distribution training starts from, the same for every face.
+        noise = torch.randn(c.epr_dim, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("inference_noise", noise, persistent=False)
         self.udcformer = self._build_udcformer()
 
     @classmethod
@@ -267,10 +281,12 @@ class LRDifStage2(_LRDifBase):
     def estimate_epr(self, x_s2: Tensor, z_teacher: Tensor | None) -> Tensor:
         """Z'_0 (B, C) from the condition x_S2 (B, C); see docs/model.md for the settings.
 
-        Training (``self.training``): the chain starts from the teacher's Z, noised to
-        step T (insert_noise) or scaled to the mean of q(Z_T | Z) (no inserted noise),
-        and runs the trained T steps with gradients. Otherwise: it starts from
-        Z_T = 0, the mean of N(0, I), and runs the inference schedule, deterministic.
+        Training and inference start from the same distribution, so the chain cannot
+        learn to read the label from its start. With inserted noise (Table 5 V3), training
+        starts from q(Z_T | Z) (Eq. 14), a sample of about N(0, I) when Z is normalised,
+        and inference from one fixed draw of N(0, I); without (V2, V4), both start from
+        Z_T = 0. Training runs the trained T steps with gradients; inference the
+        inference schedule, deterministic.
         """
         if self.denoiser is None:
             return x_s2  # Table 5 S2-V1: FPEN_S2's output is the EPR
@@ -282,10 +298,11 @@ class LRDifStage2(_LRDifBase):
             if d.insert_noise:
                 z_T = self.schedule.add_noise(z_teacher, torch.randn_like(z_teacher), T)
             else:
-                z_T = self.schedule.mean_at(z_teacher, T)
+                z_T = torch.zeros_like(x_s2)
             schedule = self.schedule
         else:
-            z_T = torch.zeros_like(x_s2)
+            z_T = (self.inference_noise.to(x_s2.dtype).expand_as(x_s2) if d.insert_noise
+                   else torch.zeros_like(x_s2))
             schedule = self.inference_schedule
         return reverse_process(
             self.denoiser, schedule, x_s2=x_s2, z_T=z_T, parameterization=d.parameterization

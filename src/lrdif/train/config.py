@@ -46,6 +46,11 @@ class OptimSection:
     step_epochs: int = 30
     step_gamma: float = 0.1
     grad_clip: float | None = None
+    # AdamW (Loshchilov and Hutter 2019): weight decay applied to the weights, not the gradient.
+    decoupled_weight_decay: bool = False
+    # LR multipliers by parameter-name prefix, e.g. {"fpen_s1.image_encoder": 0.1} trains a
+    # pretrained E_I ten times slower than the parts that start from scratch.
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,11 +72,15 @@ class TrainConfig:
     # Use only the first N training images (benchmarks and smoke runs); null: all.
     limit_train: int | None = None
     tensorboard: bool = False  # needs the `tensorboard` package
+    # Training targets (1 - eps) one-hot + eps / K (Szegedy et al. 2016); 0: the labels.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.save_every_steps < 0:
             raise ConfigError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
         if self.model.name == "lrdif_s2" and not self.model.init_from:
