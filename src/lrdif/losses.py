@@ -27,6 +27,15 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), targets.long())
 
 
+def smoothed_targets(labels: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    """Label smoothing (Szegedy et al. 2016): labels (B,) -> (1 - eps) one-hot + eps / K,
+    (B, K); with ``smoothing`` = 0 the labels themselves (the loss is then Eq. 13 exactly)."""
+    if smoothing == 0:
+        return labels
+    one_hot = F.one_hot(labels, num_classes).float()
+    return one_hot * (1.0 - smoothing) + smoothing / num_classes
+
+
 def epr_kl(epr_teacher: Tensor, epr_student: Tensor, temperature: float = 1.0) -> Tensor:
     """Eq. 17: sum_i P(i) log(P(i) / Q(i)), P = softmax(Z / tau) of stage 1, Q =
     softmax(Z' / tau) of stage 2, over the C dimensions of the EPR, averaged over the batch.

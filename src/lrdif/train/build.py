@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -44,12 +45,33 @@ def build_model_and_optimizer(
     _check_input(model, images, str(config.data.root))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = parameter_groups(model, config.optim.lr_scale)
+    params = [p for group in groups for p in group["params"]]
     optimizer = torch.optim.Adam(
-        params, lr=config.optim.lr, betas=config.optim.betas,
+        groups, lr=config.optim.lr, betas=config.optim.betas,
         weight_decay=config.optim.weight_decay,
+        decoupled_weight_decay=config.optim.decoupled_weight_decay,
     )
     return model, optimizer, params
+
+
+def parameter_groups(model: nn.Module, lr_scale: dict[str, float]) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by LR multiplier (``optim.lr_scale``: name prefix ->
+    scale; the longest matching prefix wins, 1.0 where none matches)."""
+    by_scale: dict[float, list[nn.Parameter]] = {}
+    matched = dict.fromkeys(lr_scale, False)
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        prefixes = [k for k in lr_scale if name == k or name.startswith(k + ".")]
+        for k in prefixes:
+            matched[k] = True
+        scale = lr_scale[max(prefixes, key=len)] if prefixes else 1.0
+        by_scale.setdefault(scale, []).append(p)
+    unused = [k for k, hit in matched.items() if not hit]
+    if unused:
+        raise ConfigError(f"optim.lr_scale: no trainable parameter under {unused}")
+    return [{"params": ps, "lr_scale": scale} for scale, ps in by_scale.items()]
 
 
 def build_model(

@@ -42,6 +42,7 @@ from lrdif.checkpoint import save_checkpoint
 from lrdif.config import ConfigError, from_dict
 from lrdif.data import transforms
 from lrdif.data.splits import SplitData, read_split, split_landmarks, to_split_data
+from lrdif.losses import smoothed_targets
 from lrdif.metrics import confusion_matrix, run_model, summarize
 from lrdif.train import distributed
 from lrdif.train.build import build_model_and_optimizer, model_class_names
@@ -294,11 +295,12 @@ def train_step(
     batch's losses and correct predictions to ``sums``; returns the batch's size."""
     x, y, landmarks = _batch(run, epoch, step, order)
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
     torch.manual_seed(derive_seed(run.config.seed, _MODEL, epoch, step, run.ctx.rank))
     with run.autocast:
         output = run.net(x, landmarks=landmarks, labels=y)
-    losses = run.model.loss(output, y)
+    targets = smoothed_targets(y, len(run.train.class_names), run.config.label_smoothing)
+    losses = run.model.loss(output, targets)
     loss = losses["total"]
     _check_finite(run, float(loss.detach()), epoch, step)
     run.optimizer.zero_grad(set_to_none=True)
@@ -365,7 +367,8 @@ def validate(run: Run, epoch: int, record: dict[str, Any]) -> dict[str, Any]:
     """Validation metrics (rank 0), added to ``record`` as ``val_*``; the full summary."""
     torch.manual_seed(derive_seed(run.config.seed, _EVAL, epoch))
     summary = evaluate_split(run.model, run.val, run.config)
-    record.update({f"val_{k}": summary[k] for k in ("accuracy", "mean_class_accuracy", "macro_f1")})
+    record.update({f"val_{k}": summary[k] for k in (
+        "accuracy", "mean_class_accuracy", "macro_f1", "with_label_accuracy") if k in summary})
     return summary
 
 
@@ -389,10 +392,27 @@ def save_epoch(
 
 
 def evaluate_split(model: nn.Module, split: SplitData, config: TrainConfig) -> dict[str, Any]:
-    """Validation metrics of ``model`` on ``split`` (eval mode, batched, no gradients)."""
+    """Validation metrics of ``model`` on ``split`` (eval mode, batched, no gradients).
+
+    A stage 1 trained with label dropout is measured without the label: its image path,
+    the one stage 2 inherits, is what selection should judge. Its accuracy with the label
+    is added as ``with_label_accuracy``. A stage 1 without label dropout needs the label.
+    """
+    conditioned = model.registry_name in LABEL_CONDITIONED
+    label_free = not conditioned or model.config.label_dropout > 0
+    summary = _split_summary(model, split, config, with_labels=not label_free)
+    if conditioned and label_free:
+        with_label = _split_summary(model, split, config, with_labels=True)
+        summary["with_label_accuracy"] = with_label["accuracy"]
+    return summary
+
+
+def _split_summary(
+    model: nn.Module, split: SplitData, config: TrainConfig, *, with_labels: bool
+) -> dict[str, Any]:
     logits, _ = run_model(
         model, split.images, landmarks=split.landmarks,
-        labels=split.labels if model.registry_name in LABEL_CONDITIONED else None,
+        labels=split.labels if with_labels else None,
         batch_size=config.eval_batch_size, bf16=config.bf16,
         channels_last=config.channels_last,
     )
