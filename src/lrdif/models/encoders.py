@@ -458,10 +458,10 @@ def build_image_encoder(
     kwargs: dict[str, Any],
     weights: Mapping[str, Tensor] | None = None,
 ) -> nn.Module:
-    """E_I by config name (``conv``, ``resnet18``, ``clip``) with its config kwargs.
+    """E_I by config name (``conv``, ``resnet18``, ``backbone``, ``clip``) with its config kwargs.
 
-    ``weights``: the state dict that the config names by file (resnet18's checkpoint),
-    read by the caller; needed by such an encoder when ``pretrained``.
+    ``weights``: the state dict that the config names by file (the checkpoint of resnet18
+    or backbone), read by the caller; needed by such an encoder when ``pretrained``.
     """
     fixed: dict[str, Any] = {"in_channels": in_channels, "pretrained": pretrained}
     if weights is not None:
