@@ -55,7 +55,7 @@ def test_learned_label_encoder_hard_and_soft_labels() -> None:
 
 
 def test_bad_encoder_names_and_kwargs() -> None:
-    with pytest.raises(KeyError, match=r"unknown image encoder 'resnet'; known: clip, conv"):
+    with pytest.raises(KeyError, match=r"unknown image encoder 'resnet'; known: backbone, clip"):
         build_image_encoder("resnet", in_channels=1, pretrained=True, kwargs={})
     with pytest.raises(ValueError, match="widthz"):
         build_image_encoder("conv", in_channels=1, pretrained=True, kwargs={"widthz": [8]})
@@ -269,3 +269,44 @@ def test_resnet_encoder_refuses_other_checkpoints(resnet_checkpoint: Path,
         _resnet_encoder(other)
     with pytest.raises(CheckpointError, match=r"absent.safetensors: no such resnet18.*lrdif train"):
         _resnet_encoder(tmp_path / "absent.safetensors")
+
+
+def test_backbone_encoder_gives_the_backbone_its_own_input() -> None:
+    """E_I ``backbone`` undoes the package's normalisation and applies the backbone's."""
+    from lrdif.models.backbones import IMAGENET_MEAN, IMAGENET_STD
+    from lrdif.vocabulary import IMAGE_MEAN, IMAGE_STD
+
+    enc = build_image_encoder("backbone", in_channels=1, pretrained=True,
+                              kwargs={"input_size": 64}).eval()
+    images = torch.rand(2, 1, 48, 48)
+    with torch.inference_mode():
+        got = enc((images - IMAGE_MEAN) / IMAGE_STD)
+        up = torch.nn.functional.interpolate(images, size=(64, 64), mode="bilinear",
+                                             align_corners=False).expand(-1, 3, -1, -1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        want = enc.backbone.features((up - mean) / std).mean(dim=(2, 3))
+    assert got.shape == (2, 1280)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_encoder_starts_from_a_finetuned_classifier(tmp_path: Path) -> None:
+    from lrdif.checkpoint import CheckpointError, new_model, save_checkpoint
+    from lrdif.models import LRDifConfig, LRDifStage1
+    from lrdif.models.baselines import BackboneClassifier, ResNet18
+
+    torch.manual_seed(0)
+    classifier = BackboneClassifier(pretrained=False)
+    save_checkpoint(tmp_path / "backbone.safetensors", classifier)  # random weights
+    path = str(tmp_path / "backbone.safetensors")
+    config = LRDifConfig(image_encoder="backbone", label_encoder="learned",
+                         image_encoder_kwargs={"checkpoint": path})
+    model = new_model(LRDifStage1, config)
+    mine = model.fpen_s1.image_encoder.backbone.state_dict()
+    theirs = classifier.backbone.state_dict()
+    assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    save_checkpoint(tmp_path / "r18.safetensors", ResNet18())
+    wrong = LRDifConfig(image_encoder="backbone", label_encoder="learned",
+                        image_encoder_kwargs={"checkpoint": str(tmp_path / "r18.safetensors")})
+    with pytest.raises(CheckpointError, match="needs a 'backbone' checkpoint"):
+        new_model(LRDifStage1, wrong)

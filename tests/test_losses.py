@@ -76,3 +76,13 @@ def test_epr_kl_temperature_divides_both_eprs() -> None:
     assert sharp > epr_kl(z_teacher, z_student)  # sharper distributions, larger divergence
     with pytest.raises(ValueError, match="temperature"):
         epr_kl(z_teacher, z_student, temperature=0.0)
+
+
+def test_smoothed_targets() -> None:
+    from lrdif.losses import smoothed_targets
+
+    labels = torch.tensor([0, 2])
+    assert smoothed_targets(labels, 4, 0.0) is labels
+    t = smoothed_targets(labels, 4, 0.2)
+    assert torch.allclose(t.sum(1), torch.ones(2))
+    assert torch.allclose(t[0], torch.tensor([0.85, 0.05, 0.05, 0.05]))

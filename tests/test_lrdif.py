@@ -135,8 +135,72 @@ def test_insert_noise_setting(small: LRDifStage1) -> None:
     with torch.no_grad():
         # With inserted noise the training chain starts from a random Z_T ...
         assert not torch.equal(noisy(images, labels=labels).epr, noisy(images, labels=labels).epr)
-        # ... without, from sqrt(alpha_bar_T) Z: the same every time.
+        # ... without, from Z_T = 0: the same every time.
         assert torch.equal(quiet(images, labels=labels).epr, quiet(images, labels=labels).epr)
+
+
+def _normalised(small: LRDifStage1, **diffusion) -> LRDifStage2:
+    s1 = LRDifStage1(config=dataclasses.replace(small.config, normalize_epr=True))
+    s1.load_state_dict(small.state_dict())
+    return LRDifStage2.from_stage1(s1, diffusion=DiffusionConfig(**diffusion))
+
+
+def test_normalised_epr_has_the_noise_scale(small: LRDifStage1) -> None:
+    """Z and x_S2 at unit scale per dimension: the diffusion's noise does not drown Z."""
+    s2 = _normalised(small).eval()
+    images, labels = torch.rand(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        x = s2.normalize(images)
+        for z in (s2.teacher(x, labels), s2.fpen_s2(x)):
+            torch.testing.assert_close(z.mean(1), torch.zeros(4), atol=1e-5, rtol=0)
+            torch.testing.assert_close(z.std(1, unbiased=False), torch.ones(4), atol=1e-2,
+                                       rtol=0)
+        # Unnormalised, the untrained FPEN's Z is far smaller than the noise.
+        assert small.fpen_s1(x, labels).std(1).max() < 0.5
+
+
+def test_reverse_chain_depends_on_its_start_and_on_x_s2(small: LRDifStage1) -> None:
+    s2 = _normalised(small, insert_noise=True).eval()
+    x_s2 = torch.randn(3, s2.config.epr_dim)
+    with torch.no_grad():
+        base = s2.estimate_epr(x_s2, None)
+        assert (s2.estimate_epr(torch.randn_like(x_s2), None) - base).abs().max() > 1e-2
+        s2.inference_noise = torch.randn_like(s2.inference_noise)
+        assert (s2.estimate_epr(x_s2, None) - base).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("insert_noise", [True, False])
+def test_training_start_cannot_carry_the_label(small: LRDifStage1, insert_noise: bool) -> None:
+    """Training starts the chain where inference does (Table 5 V2-V4 included): without
+    inserted noise from 0, whatever Z; with it from q(Z_T | Z), nearly N(0, I) for a
+    normalised Z (correlation sqrt(alpha_bar_T) ~ 0.05 with Z)."""
+    s2 = _normalised(small, insert_noise=insert_noise).train()
+    n, c = 4096, s2.config.epr_dim
+    z = torch.nn.functional.layer_norm(torch.randn(n, c), (c,))
+    x_s2 = torch.randn(n, c)
+    with torch.no_grad():
+        if not insert_noise:
+            torch.manual_seed(0)
+            a = s2.estimate_epr(x_s2, z)
+            assert torch.equal(a, s2.estimate_epr(x_s2, -z))
+            return
+        z_T = s2.schedule.add_noise(z, torch.randn_like(z), s2.schedule.timesteps)
+    corr = torch.corrcoef(torch.stack([z_T.flatten(), z.flatten()]))[0, 1]
+    assert abs(float(corr)) < 0.1
+    assert abs(float(z_T.std()) - 1.0) < 0.02
+
+
+def test_stage1_label_free_path(small: LRDifStage1) -> None:
+    images = torch.rand(3, 1, 48, 48)
+    dropped = LRDifStage1(config=dataclasses.replace(small.config, label_dropout=0.5)).eval()
+    dropped.load_state_dict(small.state_dict())
+    with torch.no_grad():
+        x = dropped.normalize(images)
+        e_i = dropped.fpen_s1.image_encoder(x)
+        zero_label = torch.cat([torch.zeros(3, dropped.fpen_s1.label_dim), e_i], dim=1)
+        z = dropped.fpen_s1.layers(zero_label)
+        assert torch.equal(dropped(images).epr, z)
+        assert not torch.equal(dropped(images, labels=torch.tensor([0, 1, 2])).epr, z)
 
 
 def test_parameterizations_and_inference_steps(small: LRDifStage1) -> None:

@@ -148,7 +148,10 @@ def test_packaged_configs_load() -> None:
     assert {"paper_s1", "paper_s2", "cpu_s1", "cpu_s2", "cpu_resnet18"} <= set(names)
     for name in names:
         config = load_train_config(name)
-        assert config.batch_size == 64 and config.optim.weight_decay == 1e-4
+        assert config.batch_size == 64 and config.seed == 0
+        # Adam with L2 decay 1e-4 (paper Sec. 4.2), or the pretrained-encoder recipe's AdamW.
+        decay = (0.05, True) if name.endswith("backbone") else (1e-4, False)
+        assert (config.optim.weight_decay, config.optim.decoupled_weight_decay) == decay
         if name.startswith("paper"):
             assert config.epochs == 100 and config.optim.lr == 3.5e-4
 
@@ -196,3 +199,17 @@ def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_folder(
     with pytest.raises(ConfigError, match=r"differs from the run's at \['optim.lr'\]"):
         train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1,
                                                  optim={"lr": 1e-3})), run, resume=True)
+
+
+def test_parameter_groups_scale_the_learning_rate_by_name() -> None:
+    from lrdif.train.build import parameter_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[1].bias.requires_grad_(False)
+    groups = parameter_groups(model, {"1": 0.1})
+    scales = {g["lr_scale"]: [id(p) for p in g["params"]] for g in groups}
+    assert scales == {1.0: [id(model[0].weight), id(model[0].bias)], 0.1: [id(model[1].weight)]}
+    assert parameter_groups(model, {})[0]["params"] == [p for p in model.parameters()
+                                                       if p.requires_grad]
+    with pytest.raises(ConfigError, match="no trainable parameter under"):
+        parameter_groups(model, {"2": 0.5})

@@ -125,10 +125,6 @@ class NoiseSchedule:
         abar = self._at(self.alphas_cumprod, t, z0)
         return abar.sqrt() * z0 + (1.0 - abar).sqrt() * noise
 
-    def mean_at(self, z0: Tensor, t: int | Tensor) -> Tensor:
-        """The mean of q(Z_t | Z): sqrt(alpha_bar_t) Z (the chain start with no inserted noise)."""
-        return self._at(self.alphas_cumprod, t, z0).sqrt() * z0
-
     def predict_z0(self, eps: Tensor, t: int | Tensor, z_t: Tensor) -> Tensor:
         """The Z_0 implied by a noise estimate: (Z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
         abar = self._at(self.alphas_cumprod, t, z_t)
