@@ -5,20 +5,22 @@
     python benchmarks/ferplus.py report                        # rebuild from finished runs
 
 ``full``: synthesises UDC-FERPlus from the clean FERPlus (``--data``: ``$LRDIF_FERPLUS``,
-else ``../shared/data/ferplus``) with ``lrdif synthesize``, trains ResNet-18, LRDif
-stage 1, LRDif stage 2 and stage 2 without diffusion (Table 5 S2-V1) on both, selects
-every run on the validation split, measures the test split (8-class majority protocol), runs
-the Table 5 ablation and the Fig. 6 iterations study on UDC-FERPlus, and writes
-``benchmarks/results/ferplus.md`` and ``ferplus.json``. Every finished run is reused and
-every killed one resumed, so re-running the command continues where it stopped.
+else ``../shared/data/ferplus``) with ``lrdif synthesize``, trains the recipe's image-encoder
+run (a baseline row too), LRDif stage 1, LRDif stage 2 and stage 2 without diffusion
+(Table 5 S2-V1) on both, selects every run on the validation split, measures the test
+split (8-class majority protocol), runs the Table 5 ablation and the Fig. 6 iterations
+study on UDC-FERPlus, and writes ``benchmarks/results/ferplus.md`` and ``ferplus.json``.
+Every finished run is reused and every killed one resumed, so re-running the command
+continues where it stopped.
 
-The recipe is three config files, ``--recipe NAME`` naming ``NAME_resnet18``,
-``NAME_s1`` and ``NAME_s2`` (packaged names or files in ``src/lrdif/configs``):
-``cpu`` (the default: ``cpu_*.yaml``, 10 epochs each) or ``bench_ferplus`` (the recorded
-runs of ``benchmarks/results/ferplus.md``: ``bench_ferplus_*.yaml``). The script only
-wires them together: ``data.root`` per data set, stage 1's E_I checkpoint and stage 2's
-``model.init_from``; Table 5's variants are overrides of the stage-2 config
-(``configs/studies/table5.yaml``).
+The recipe is three config files, ``--recipe NAME`` naming ``NAME_backbone`` (or
+``NAME_resnet18``), ``NAME_s1`` and ``NAME_s2`` (packaged names or files in
+``src/lrdif/configs``): ``pretrained`` (the default: ``pretrained_*.yaml``, E_I from the
+ImageNet MobileNetV2 fine-tuned as the ``backbone`` baseline), ``cpu`` (``cpu_*.yaml``,
+E_I the frozen trunk of a ResNet-18 trained from scratch) or ``bench_ferplus`` (the first
+benchmark's runs: ``bench_ferplus_*.yaml``). The script only wires them together:
+``data.root`` per data set, stage 1's E_I checkpoint and stage 2's ``model.init_from``;
+Table 5's variants are overrides of the stage-2 config (``configs/studies/table5.yaml``).
 
 ``--smoke N`` runs the same pipeline on the first N images of each split for one epoch
 (a check of the script, not a result); its outputs go to ``benchmarks/work/smoke``.
@@ -42,7 +44,7 @@ from typing import Any
 import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model
-from lrdif.config import load_config
+from lrdif.config import load_config, packaged_config_names
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
     ablation_variants,
@@ -223,7 +225,7 @@ def synthesize(src: Path, dst: Path) -> Path:
 
 
 SETS = ("clean", "udc_toled")
-METHODS = ("resnet18", "lrdif_s2_no_dm", "lrdif_s2")
+METHODS = ("resnet18", "backbone", "backbone_equal_time", "lrdif_s2_no_dm", "lrdif_s2")
 
 
 def _summary_path(work: Path, name: str) -> Path:
@@ -238,6 +240,12 @@ def _save(work: Path, name: str, summary: dict[str, Any]) -> None:
         on_disk = json.loads(path.read_text()).get("commands", [])
         summary["commands"] = [*on_disk, *(c for c in summary["commands"] if c not in on_disk)]
     atomic_write_json(path, summary)
+
+
+def encoder_run(recipe: str) -> str:
+    """The run whose checkpoint stage 1's E_I starts from, also a baseline row: the
+    recipe's ``backbone`` (a pretrained classifier) if it has one, else its ``resnet18``."""
+    return "backbone" if f"{recipe}_backbone" in packaged_config_names() else "resnet18"
 
 
 def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
@@ -257,16 +265,17 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     # --smoke: one epoch of each, no step checkpoints (a check of the script)
     smoke = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
     common = [*smoke, f"data.root={root}"]
-    recipe = {stage: f"{args.recipe}_{stage}" for stage in ("resnet18", "s1", "s2")}
+    encoder = encoder_run(args.recipe)
+    recipe = {stage: f"{args.recipe}_{stage}" for stage in (encoder, "s1", "s2")}
     methods = summary.setdefault("methods", {})
 
-    r18_config = _config(recipe["resnet18"], common)
-    r18 = run_train(r18_config, out / "resnet18")
-    methods["resnet18"] = cached_summary(r18, r18_config.data, "test",
-                                         cache_dir=out / "landmarks")
+    encoder_config = _config(recipe[encoder], common)
+    encoder_best = run_train(encoder_config, out / encoder)
+    methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
+                                      cache_dir=out / "landmarks")
     _save(work, name, summary)
 
-    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={r18}"]
+    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
     s1 = run_train(_config(recipe["s1"], s1_overrides), out / "lrdif_s1")
     s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}"])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
@@ -291,6 +300,12 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         variants = args.table5 if args.smoke is None else ["S2-V1", "S2-V3"]
         summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
         _save(work, name, summary)
+    if f"{args.recipe}_backbone_long" in packaged_config_names():
+        # the backbone alone, given at least LRDif's whole training time
+        long_config = _config(f"{args.recipe}_backbone_long", common)
+        long_best = run_train(long_config, out / "backbone_equal_time")
+        methods["backbone_equal_time"] = cached_summary(long_best, long_config.data, "test",
+                                                        cache_dir=out / "landmarks")
     summary["wall_s"] = time.time() - summary["started"]
     _save(work, name, summary)
 
@@ -321,7 +336,8 @@ def report(work: Path, results: Path, smoke: bool) -> None:
     peaks: dict[bool, float] = {}
     threads = torch.get_num_threads()
     for name in summaries:
-        for run in ("resnet18", "lrdif_s1", *(f"ablation/S2-V{i}" for i in range(1, 5))):
+        for run in ("resnet18", "backbone", "backbone_equal_time", "lrdif_s1",
+                    *(f"ablation/S2-V{i}" for i in range(1, 5))):
             path = work / name / run / "metrics.jsonl"
             if not path.is_file():
                 continue
@@ -386,9 +402,11 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
         *(f"- Wall time, {name}: {s['wall_s'] / 3600:.2f} h" for name, s in summaries.items()
           if "wall_s" in s),
         "- Protocol: 8-class majority labels, FER2013Test, every run selected on FER2013Valid.",
-        "- LRDif's image encoder E_I is the frozen trunk of the same data set's ResNet-18 "
-        "(the resnet18 row), trained on the training split (docs/model.md); a run that "
-        "was already finished is reused, so a wall time counts only what this command ran.",
+        "- LRDif's image encoder E_I starts from the same data set's baseline row that "
+        "exists: the ImageNet MobileNetV2 fine-tuned as a classifier (backbone, then trained "
+        "on inside LRDif) or the frozen trunk of a ResNet-18 trained from scratch (resnet18); "
+        "see docs/model.md. A run that was already finished is reused, so a wall time counts "
+        "only what this command ran.",
         "", "## Test accuracy (%)", "",
         "| method | clean FERPlus | UDC-FERPlus | drop |", "| --- | --- | --- | --- |",
     ]
@@ -455,9 +473,10 @@ def main() -> None:
                    help="first N images per split, 1 epoch: checks the script")
     f.add_argument("--sets", nargs="+", choices=SETS, default=list(SETS),
                    help="data sets to run here (run one per process to use more cores)")
-    f.add_argument("--recipe", default="cpu",
-                   help="configs NAME_resnet18, NAME_s1, NAME_s2: 'cpu' (cpu_*.yaml) or "
-                        "'bench_ferplus' (the recorded runs, bench_ferplus_*.yaml)")
+    f.add_argument("--recipe", default="pretrained",
+                   help="configs NAME_backbone (or NAME_resnet18), NAME_s1, NAME_s2: "
+                        "'pretrained' (pretrained_*.yaml, the ImageNet MobileNetV2 E_I), 'cpu' "
+                        "(cpu_*.yaml) or 'bench_ferplus' (the first benchmark's runs)")
     f.add_argument("--table5", nargs="+", default=list(ablation_variants()), metavar="VARIANT",
                    help="Table 5 variants this process trains on udc_toled (the main rows "
                         "need S2-V1 and S2-V3; give the others to parallel processes, then "

@@ -235,7 +235,7 @@ def load_model(
 # E_I name -> (the MODELS entry whose checkpoint it starts from, the config that trains it).
 ENCODER_SOURCES = {
     "resnet18": ("resnet18", "cpu_resnet18"),
-    "backbone": ("backbone", "cpu_backbone"),
+    "backbone": ("backbone", "pretrained_backbone"),
 }
 
 

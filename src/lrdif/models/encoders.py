@@ -251,7 +251,7 @@ class BackboneImageEncoder(nn.Module):
 
     def load_finetuned(self, weights: Mapping[str, Tensor], *, source: str) -> None:
         """Take the backbone of a ``backbone`` classifier's state dict (``lrdif train
-        cpu_backbone``), read from ``source``: E_I then starts from the fine-tuned weights."""
+        pretrained_backbone``), read from ``source``: E_I starts from the fine-tuned weights."""
         prefix = "backbone."
         trunk = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
         try:
