@@ -49,6 +49,7 @@ from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
     ablation_variants,
     cached_summary,
+    epr_diagnostics,
     evaluate_checkpoint,
     run_ablation,
     steps_curve,
@@ -225,7 +226,8 @@ def synthesize(src: Path, dst: Path) -> Path:
 
 
 SETS = ("clean", "udc_toled")
-METHODS = ("resnet18", "backbone", "backbone_equal_time", "lrdif_s2_no_dm", "lrdif_s2")
+METHODS = ("resnet18", "backbone", "backbone_equal_time", "lrdif_s1_label_free",
+           "lrdif_s2_no_dm", "lrdif_s2")
 
 
 def _summary_path(work: Path, name: str) -> Path:
@@ -280,18 +282,25 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}"])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
+    if load_checkpoint(s1).config.get("label_dropout", 0) > 0:  # the path stage 2 inherits
+        methods["lrdif_s1_label_free"] = cached_summary(s1, s2_config.data, "test",
+                                                        cache_dir=out / "landmarks",
+                                                        label_free=True)
     methods["lrdif_s2"], methods["lrdif_s2_no_dm"] = rows[1]["test"], rows[2]["test"]
     plots.plot_confusion_matrix(methods["lrdif_s2"]["confusion_matrix"],
                                 methods["lrdif_s2"]["class_names"],
                                 results / f"confusion_lrdif_s2_{name}.png",
                                 title=f"LRDif stage 2, {name} test")
-    if name == "udc_toled":  # Fig. 6, measured again only for another S2-V3 checkpoint
-        s2 = out / "ablation" / "S2-V3" / "best.safetensors"
-        sha = file_sha256(s2)
-        if summary.get("fig6_sha256") != sha:
-            ev = evaluate_checkpoint(s2, s2_config.data, "test", cache_dir=out / "landmarks")
+    # EPR diagnostics and (UDC) Fig. 6, measured again only for another S2-V3 checkpoint
+    s2 = out / "ablation" / "S2-V3" / "best.safetensors"
+    sha = file_sha256(s2)
+    if summary.get("s2_sha256") != sha:
+        ev = evaluate_checkpoint(s2, s2_config.data, "test", cache_dir=out / "landmarks")
+        summary["epr_diagnostics"] = epr_diagnostics(ev.model, ev.split)
+        if name == "udc_toled":
             summary["fig6"] = steps_curve(ev.model, ev.split, [1, 2, 4, 8, 16])
-            summary["fig6_sha256"] = sha
+        summary["s2_sha256"] = sha
+    if name == "udc_toled":
         plots.plot_steps_curve([r["steps"] for r in summary["fig6"]],
                                [r["accuracy"] for r in summary["fig6"]],
                                results / "fig6_steps.png", trained_steps=4)
@@ -423,6 +432,20 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
                   table5_markdown(rows), ""]
         if len(rows) < 5:
             lines += ["Variants S2-V2 and S2-V4 have not finished yet.", ""]
+    diagnosed = {name: s["epr_diagnostics"] for name, s in summaries.items()
+                 if "epr_diagnostics" in s}
+    if diagnosed:
+        lines += ["## Does the prior carry the signal? (LRDif stage 2, test accuracy %)", "",
+                  "The UDCformer of the stage-2 model given the EPR it predicts from the face, "
+                  "the frozen teacher's Z (from the true label), a zero EPR, and the EPR "
+                  "predicted from the next face's x_S2.", "",
+                  "| data set | predicted | teacher (label) | zero | other face's x_S2 |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, d in diagnosed.items():
+            cells = " | ".join(f"{100 * d[p]['accuracy']:.2f}" for p in
+                               ("predicted", "teacher", "zero", "other_face_x_s2"))
+            lines.append(f"| {name} | {cells} |")
+        lines.append("")
     if "fig6" in udc:
         lines += ["## Fig. 6 analogue (UDC-FERPlus, LRDif stage 2)", "",
                   "| iterations | accuracy (%) |", "| --- | --- |"]

@@ -18,8 +18,10 @@ from lrdif.cli import main as cli
 from lrdif.config import apply_overrides, from_dict, to_dict
 from lrdif.evaluate import plots, studies
 from lrdif.evaluate.studies import (
+    EPR_PROBES,
     ablation_variants,
     cached_summary,
+    epr_diagnostics,
     evaluate_checkpoint,
     run_ablation,
     steps_curve,
@@ -115,6 +117,13 @@ def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_pa
     assert ev.model.inference_schedule.timesteps == schedule.timesteps == 4
     # with T = 4 (the trained chain) the curve reproduces the plain evaluation
     assert rows[1]["accuracy"] == ev.summary["accuracy"]
+    # the EPR diagnostics' "predicted" probe is the plain evaluation too
+    probes = epr_diagnostics(ev.model, ev.split, batch_size=7)
+    assert set(probes) == set(EPR_PROBES)
+    assert probes["predicted"]["accuracy"] == ev.summary["accuracy"]
+    assert all(0.0 <= p["accuracy"] <= 1.0 for p in probes.values())
+    with pytest.raises(ValueError, match="stage-2"):
+        epr_diagnostics(load_model(stage1), ev.split)
 
 
 def test_steps_on_a_model_without_diffusion_is_a_clear_error(

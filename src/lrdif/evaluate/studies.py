@@ -5,6 +5,8 @@
   metrics, remembered by the checkpoint's SHA-256.
 - :func:`steps_curve` (Fig. 6): accuracy of a stage-2 model when its reverse diffusion
   runs ``n`` iterations, for each ``n``.
+- :func:`epr_diagnostics`: does the stage-2 prior carry the signal? Accuracy with the
+  predicted EPR, the teacher's label-derived Z, a zero EPR and another face's x_S2.
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
   variant of ``configs/studies/table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
   L_ce; S2-V3 diffusion + L_total + inserted noise; S2-V4 diffusion + L_total without),
@@ -62,12 +64,16 @@ def load_eval_split(
     )
 
 
-def evaluate_model(model: nn.Module, split: SplitData, *, batch_size: int = 256) -> Evaluation:
-    """Metrics of ``model`` on ``split``; stage 1 gets the true label (Table 5, S1 row)."""
+def evaluate_model(
+    model: nn.Module, split: SplitData, *, batch_size: int = 256, label_free: bool = False
+) -> Evaluation:
+    """Metrics of ``model`` on ``split``; stage 1 gets the true label (Table 5, S1 row)
+    unless ``label_free`` (a stage 1 trained with label dropout: its image path)."""
     torch.manual_seed(derive_seed(_EVAL_SEED))
+    conditioned = model.registry_name in LABEL_CONDITIONED and not label_free
     logits, features = run_model(
         model, split.images, landmarks=split.landmarks,
-        labels=split.labels if model.registry_name in LABEL_CONDITIONED else None,
+        labels=split.labels if conditioned else None,
         batch_size=batch_size,
     )
     cm = confusion_matrix(split.labels.cpu().numpy(), logits.argmax(1).numpy(),
@@ -91,36 +97,85 @@ def checkpoint_data_section(checkpoint: str | Path, dataset: str, root: str | Pa
 
 def evaluate_checkpoint(
     checkpoint: str | Path, data: DataSection, split: str, *, device: str = "auto",
-    batch_size: int = 256, cache_dir: Path,
+    batch_size: int = 256, cache_dir: Path, label_free: bool = False,
 ) -> Evaluation:
-    """Load ``checkpoint`` and measure it on ``split`` of ``data``."""
+    """Load ``checkpoint`` and measure it on ``split`` of ``data`` (``label_free``: a
+    stage 1 without its label, as in :func:`evaluate_model`)."""
     dev = distributed.resolve_device(device)
     model = load_model(checkpoint, device=dev)
     return evaluate_model(
         model, load_eval_split(data, split, model, device=dev, cache_dir=cache_dir),
-        batch_size=batch_size,
+        batch_size=batch_size, label_free=label_free,
     )
 
 
 def cached_summary(
     checkpoint: str | Path, data: DataSection, split: str, *, device: str = "auto",
-    cache_dir: Path,
+    cache_dir: Path, label_free: bool = False,
 ) -> dict[str, Any]:
     """``evaluate_checkpoint(...).summary``, remembered in ``cache_dir/summaries``.
 
     The key is the checkpoint's SHA-256, the split, the data section and the data set's
-    UDC manifest (so a re-synthesised set with other settings is measured afresh);
-    reruns of a study that reuse finished runs skip their evaluations.
+    UDC manifest (so a re-synthesised set with other settings is measured afresh), and
+    ``label_free`` when set; reruns of a study that reuse finished runs skip their
+    evaluations.
     """
-    key = json.dumps([file_sha256(checkpoint), split, to_dict(data), udc_manifest(data.root)],
-                     sort_keys=True, default=str)
+    parts = [file_sha256(checkpoint), split, to_dict(data), udc_manifest(data.root)]
+    key = json.dumps(parts + ["label_free"] * label_free, sort_keys=True, default=str)
     path = cache_dir / "summaries" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
     if path.is_file():
         return json.loads(path.read_text())
     summary = evaluate_checkpoint(checkpoint, data, split, device=device,
-                                  cache_dir=cache_dir).summary
+                                  cache_dir=cache_dir, label_free=label_free).summary
     atomic_write_json(path, summary)
     return summary
+
+
+EPR_PROBES = ("predicted", "teacher", "zero", "other_face_x_s2")
+
+
+@torch.no_grad()
+def epr_diagnostics(
+    model: nn.Module, split: SplitData, *, batch_size: int = 256
+) -> dict[str, dict[str, float]]:
+    """Accuracy of a stage-2 model's UDCformer given each EPR of :data:`EPR_PROBES`.
+
+    ``predicted``: Z'_0 from the face (what inference uses); ``teacher``: the frozen
+    stage-1 Z from the true label and the face; ``zero``: a zero EPR; ``other_face_x_s2``:
+    Z'_0 from the next face's condition x_S2 (the batch rolled by one). A prior that
+    carries signal scores far above ``zero`` and ``other_face_x_s2`` with ``predicted``.
+    """
+    if model.registry_name != "lrdif_s2":
+        raise ValueError(f"EPR diagnostics need a stage-2 LRDif model, not {model.registry_name!r}")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    preds: dict[str, list[torch.Tensor]] = {p: [] for p in EPR_PROBES}
+    try:
+        for start in range(0, len(split), batch_size):
+            part = slice(start, start + batch_size)
+            x = model.normalize(split.images[part].to(device).float().div_(255))
+            labels = split.labels[part].to(device)
+            landmarks = None if split.landmarks is None else split.landmarks[part].to(device)
+            e_i = model.fpen_s2.image_encoder(x)
+            x_s2 = model.fpen_s2(x, e_i)
+            eprs = {
+                "predicted": model.estimate_epr(x_s2, None),
+                "teacher": model.teacher(x, labels, e_i if model.shares_image_encoder else None),
+                "zero": torch.zeros_like(x_s2),
+                "other_face_x_s2": model.estimate_epr(x_s2.roll(1, 0), None),
+            }
+            for probe, epr in eprs.items():
+                preds[probe].append(model.udcformer(x, epr, landmarks)[0].argmax(1).cpu())
+    finally:
+        model.train(was_training)
+    truth = split.labels.cpu().numpy()
+    out = {}
+    for probe, chunks in preds.items():
+        cm = confusion_matrix(truth, torch.cat(chunks).numpy(), len(split.class_names))
+        s = summarize(cm, split.class_names)
+        out[probe] = {"accuracy": s["accuracy"], "mean_class_accuracy": s["mean_class_accuracy"]}
+    return out
 
 
 def steps_curve(
