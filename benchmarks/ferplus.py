@@ -41,16 +41,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import load_config, packaged_config_names
+from lrdif.data.splits import read_split
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
     ablation_variants,
     cached_summary,
     epr_diagnostics,
     evaluate_checkpoint,
+    logit_adjustment,
     run_ablation,
     steps_curve,
     table5_markdown,
@@ -226,8 +229,8 @@ def synthesize(src: Path, dst: Path) -> Path:
 
 
 SETS = ("clean", "udc_toled")
-METHODS = ("resnet18", "backbone", "backbone_equal_time", "lrdif_s1_label_free",
-           "lrdif_s2_no_dm", "lrdif_s2")
+METHODS = ("resnet18", "backbone", "backbone_logit_adjusted", "backbone_equal_time",
+           "lrdif_s1_label_free", "lrdif_s2_no_dm", "lrdif_s2", "lrdif_s2_logit_adjusted")
 
 
 def _summary_path(work: Path, name: str) -> Path:
@@ -242,6 +245,22 @@ def _save(work: Path, name: str, summary: dict[str, Any]) -> None:
         on_disk = json.loads(path.read_text()).get("commands", [])
         summary["commands"] = [*on_disk, *(c for c in summary["commands"] if c not in on_disk)]
     atomic_write_json(path, summary)
+
+
+def adjusted_summary(best: Path, data: Any, out: Path, cache: dict[str, Any],
+                     method: str) -> dict[str, Any]:
+    """Test metrics of ``best`` with post-hoc logit adjustment (tau chosen on valid),
+    remembered in ``cache[method]`` by the checkpoint's SHA-256."""
+    sha = file_sha256(best)
+    if cache.get(method, {}).get("sha256") != sha:
+        val = evaluate_checkpoint(best, data, "valid", cache_dir=out / "landmarks")
+        test = evaluate_checkpoint(best, data, "test", cache_dir=out / "landmarks")
+        _, labels, classes = read_split(data, data.train_split)
+        prior = np.bincount(labels, minlength=len(classes)) / len(labels)
+        result = logit_adjustment(val, test, prior)
+        cache[method] = {"sha256": sha, "tau": result["tau"],
+                         "valid_curve": result["valid_curve"], "test": result["test"]}
+    return {**cache[method]["test"], "tau": cache[method]["tau"]}
 
 
 def encoder_run(recipe: str) -> str:
@@ -309,6 +328,12 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         variants = args.table5 if args.smoke is None else ["S2-V1", "S2-V3"]
         summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
         _save(work, name, summary)
+    # class imbalance: post-hoc logit adjustment, its strength chosen on valid
+    runs = {encoder: encoder_best, "lrdif_s2": s2}
+    for method, best in runs.items():
+        methods[f"{method}_logit_adjusted"] = adjusted_summary(
+            best, s2_config.data, out, summary.setdefault("logit_adjusted", {}), method)
+    _save(work, name, summary)
     if f"{args.recipe}_backbone_long" in packaged_config_names():
         # the backbone alone, given at least LRDif's whole training time
         long_config = _config(f"{args.recipe}_backbone_long", common)
@@ -393,11 +418,6 @@ def _table5_so_far(methods: dict[str, Any]) -> list[dict[str, Any]]:
             if k in methods]
 
 
-def _cell(table: dict, name: str, method: str) -> str:
-    value = table.get(name, {}).get(method)
-    return "-" if value is None else f"{value:.2f}"
-
-
 def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str:
     lines = [
         "# FERPlus and UDC-FERPlus (T-OLED) benchmark" + (" - SMOKE RUN, not a result"
@@ -416,14 +436,23 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
         "on inside LRDif) or the frozen trunk of a ResNet-18 trained from scratch (resnet18); "
         "see docs/model.md. A run that was already finished is reused, so a wall time counts "
         "only what this command ran.",
-        "", "## Test accuracy (%)", "",
-        "| method | clean FERPlus | UDC-FERPlus | drop |", "| --- | --- | --- | --- |",
+        "", "## Test accuracy, mean class accuracy (%) and macro-F1", "",
+        "| method | clean acc. | clean mean class | clean macro-F1 | UDC acc. | "
+        "UDC mean class | UDC macro-F1 | drop |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m in METHODS:
         c, u = accuracy.get("clean", {}).get(m), accuracy.get("udc_toled", {}).get(m)
+        if c is None and u is None:
+            continue
         drop = "-" if c is None or u is None else f"{c - u:.2f}"
-        lines.append(f"| {m} | {_cell(accuracy, 'clean', m)} | "
-                     f"{_cell(accuracy, 'udc_toled', m)} | {drop} |")
+        cells = []
+        for name in ("clean", "udc_toled"):
+            r = summaries.get(name, {}).get("methods", {}).get(m)
+            cells += ["-"] * 3 if r is None else [
+                f"{100 * r['accuracy']:.2f}", f"{100 * r['mean_class_accuracy']:.2f}",
+                f"{r['macro_f1']:.3f}"]
+        lines.append(f"| {m} | {' | '.join(cells)} | {drop} |")
     lines += ["", "Paper: LRDif 87.13 (FERPlus), 84.89 (UDC-FERPlus).", ""]
     udc = summaries.get("udc_toled", {})
     rows = udc.get("table5") or _table5_so_far(udc.get("methods", {}))

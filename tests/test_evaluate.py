@@ -156,3 +156,32 @@ def test_subsample_is_bounded_sorted_and_seeded() -> None:
     assert len(pick) == 10 and np.all(np.diff(pick) > 0)
     assert np.array_equal(pick, subsample(labels, 10))
     assert np.array_equal(subsample(labels, 200), np.arange(100))
+
+
+def test_logit_adjustment_recalls_the_rare_class_chosen_on_valid() -> None:
+    from lrdif.data.splits import SplitData
+    from lrdif.evaluate.studies import Evaluation, logit_adjustment
+
+    def evaluation(n_common: int, n_rare: int, seed: int) -> Evaluation:
+        g = torch.Generator().manual_seed(seed)
+        labels = torch.cat([torch.zeros(n_common), torch.ones(n_rare)]).long()
+        # a model biased towards the common class: the rare one scores 0.4 lower
+        logits = torch.randn(len(labels), 2, generator=g) * 0.5
+        logits[torch.arange(len(labels)), labels] += 1.0
+        logits[:, 1] -= 1.4
+        split = SplitData(images=torch.zeros(len(labels), 1, 1, 1, dtype=torch.uint8),
+                          labels=labels, landmarks=None, class_names=("common", "rare"))
+        return Evaluation(summary={}, logits=logits, features=logits, split=split, model=None)
+
+    prior = np.array([0.9, 0.1])
+    out = logit_adjustment(evaluation(900, 100, 0), evaluation(900, 100, 1), prior,
+                           max_accuracy_drop=0.02)
+    curve = {r["tau"]: r for r in out["valid_curve"]}
+    assert out["tau"] > 0
+    assert curve[out["tau"]]["mean_class_accuracy"] > curve[0.0]["mean_class_accuracy"]
+    assert curve[out["tau"]]["accuracy"] >= curve[0.0]["accuracy"] - 0.02
+    assert out["test"]["per_class"]["rare"]["recall"] > 0.3
+    # no room for accuracy to drop: only tau values that keep it are chosen
+    strict = logit_adjustment(evaluation(900, 100, 0), evaluation(900, 100, 1), prior,
+                              max_accuracy_drop=-1.0)
+    assert strict["tau"] == 0.0

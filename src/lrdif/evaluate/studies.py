@@ -7,6 +7,8 @@
   runs ``n`` iterations, for each ``n``.
 - :func:`epr_diagnostics`: does the stage-2 prior carry the signal? Accuracy with the
   predicted EPR, the teacher's label-derived Z, a zero EPR and another face's x_S2.
+- :func:`logit_adjustment`: post-hoc logit adjustment (Menon et al., ICLR 2021) for the
+  class imbalance, its strength chosen on the validation split.
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
   variant of ``configs/studies/table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
   L_ce; S2-V3 diffusion + L_total + inserted noise; S2-V4 diffusion + L_total without),
@@ -129,6 +131,36 @@ def cached_summary(
                                   cache_dir=cache_dir, label_free=label_free).summary
     atomic_write_json(path, summary)
     return summary
+
+
+TAUS = tuple(round(0.1 * i, 1) for i in range(21))  # logit adjustment strengths tried
+
+
+def logit_adjustment(
+    val: Evaluation, test: Evaluation, prior: np.ndarray, *, max_accuracy_drop: float = 0.005
+) -> dict[str, Any]:
+    """Post-hoc logit adjustment: predict argmax(logits - tau log prior).
+
+    ``prior`` (K,) is the training split's class frequency. tau is chosen on the
+    validation split: the highest mean class accuracy among the taus whose validation
+    accuracy stays within ``max_accuracy_drop`` of tau = 0 (so rare classes are
+    recalled without giving up overall accuracy). Returns tau, the validation curve and
+    the test summary at that tau.
+    """
+    log_prior = torch.as_tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
+    k = len(test.split.class_names)
+
+    def measure(ev: Evaluation, tau: float) -> dict[str, Any]:
+        pred = (ev.logits - tau * log_prior).argmax(1).numpy()
+        cm = confusion_matrix(ev.split.labels.cpu().numpy(), pred, k)
+        return summarize(cm, ev.split.class_names)
+
+    curve = [{"tau": tau, **{m: measure(val, tau)[m] for m in ("accuracy", "mean_class_accuracy")}}
+             for tau in TAUS]
+    floor = curve[0]["accuracy"] - max_accuracy_drop
+    best = max((r for r in curve if r["tau"] == 0 or r["accuracy"] >= floor),
+               key=lambda r: (r["mean_class_accuracy"], -r["tau"]))
+    return {"tau": best["tau"], "valid_curve": curve, "test": measure(test, best["tau"])}
 
 
 EPR_PROBES = ("predicted", "teacher", "zero", "other_face_x_s2")
