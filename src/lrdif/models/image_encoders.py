@@ -220,6 +220,18 @@ class BackboneImageEncoder(nn.Module):
 # file.
 
 
+def _read_weights(
+    name: str, checkpoint: str, weights: Mapping[str, Tensor] | None
+) -> Mapping[str, Tensor]:
+    """The state dict the caller read from ``checkpoint``, which encoder ``name`` needs."""
+    if weights is None:
+        raise ValueError(
+            f"the {name} image encoder needs the weights of {checkpoint}: build the "
+            "model with lrdif.checkpoint.new_model, which reads them"
+        )
+    return weights
+
+
 @IMAGE_ENCODERS.register("conv")
 def _image_conv(
     *,
@@ -244,12 +256,7 @@ def _image_resnet18(
 ) -> ResNetImageEncoder:
     enc = ResNetImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
     if pretrained:
-        if weights is None:
-            raise ValueError(
-                f"the resnet18 image encoder needs the weights of {checkpoint}: build the "
-                "model with lrdif.checkpoint.new_model, which reads them"
-            )
-        enc.load_trunk(weights, source=checkpoint)
+        enc.load_trunk(_read_weights("resnet18", checkpoint, weights), source=checkpoint)
     return enc
 
 
@@ -261,12 +268,7 @@ def _image_backbone(
     # ImageNet weights, then (with ``checkpoint``) those of a fine-tuned backbone classifier.
     enc = BackboneImageEncoder(backbone=backbone, input_size=input_size, pretrained=pretrained)
     if pretrained and checkpoint is not None:
-        if weights is None:
-            raise ValueError(
-                f"the backbone image encoder needs the weights of {checkpoint}: build the "
-                "model with lrdif.checkpoint.new_model, which reads them"
-            )
-        enc.load_finetuned(weights, source=checkpoint)
+        enc.load_finetuned(_read_weights("backbone", checkpoint, weights), source=checkpoint)
     return enc
 
 
