@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrdif.udc.optics import Display, Optics, crop_kernel, resolve_display, sensor_psf
+from lrdif.udc.displays import Display, resolve_display
+from lrdif.udc.optics import Optics, crop_kernel, sensor_psf
 
 #: Rec. 709 luminance weights of linear R, G, B: the display's transmittance as seen by
 #: the camera's auto-exposure.
