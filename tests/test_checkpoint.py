@@ -21,7 +21,7 @@ from lrdif.checkpoint import (
     save_checkpoint,
     save_state,
 )
-from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2, encoders
+from lrdif.models import DiffusionConfig, LRDifConfig, LRDifStage1, LRDifStage2, label_encoders
 from lrdif.models.udcformer import UDCformerConfig
 from lrdif.vocabulary import __version__
 
@@ -83,7 +83,7 @@ def test_text_embeddings_load_without_the_text_model(tmp_path: Path, monkeypatch
     def refuse(*args, **kwargs):
         raise AssertionError("loading must not run the text encoder")
 
-    monkeypatch.setattr(encoders, "minilm_embeddings", refuse)
+    monkeypatch.setattr(label_encoders, "minilm_embeddings", refuse)
     loaded = load_model(path)
     table = loaded.fpen_s1.label_encoder.embeddings
     assert torch.equal(table, model.fpen_s1.label_encoder.embeddings) and table.abs().sum() > 0

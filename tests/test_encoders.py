@@ -15,13 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lrdif.models import encoders
-from lrdif.models.encoders import (
-    DEFAULT_PROMPT,
-    ConvImageEncoder,
-    build_image_encoder,
-    build_label_encoder,
-)
+from lrdif.models import image_encoders, label_encoders
+from lrdif.models.image_encoders import ConvImageEncoder, build_image_encoder
+from lrdif.models.label_encoders import DEFAULT_PROMPT, build_label_encoder
 from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD
 
 # --------------------------------------------------------------------------- conv / learned
@@ -62,7 +58,7 @@ def test_bad_encoder_names_and_kwargs() -> None:
     with pytest.raises(ValueError, match="model"):  # clip needs its model path
         build_label_encoder("clip", class_names=FERPLUS_CLASSES, pretrained=True, kwargs={})
     with pytest.raises(ValueError, match=r"\{label\}"):
-        encoders.class_prompts(FERPLUS_CLASSES, "a face")
+        label_encoders.class_prompts(FERPLUS_CLASSES, "a face")
 
 
 # --------------------------------------------------------------------------- MiniLM
@@ -71,13 +67,13 @@ def test_bad_encoder_names_and_kwargs() -> None:
 def test_minilm_label_encoder_loads_and_separates_classes() -> None:
     enc = build_label_encoder("minilm", class_names=FERPLUS_CLASSES, pretrained=True, kwargs={})
     table = enc.embeddings
-    assert table.shape == (8, encoders.MINILM_DIM)
+    assert table.shape == (8, label_encoders.MINILM_DIM)
     assert torch.allclose(table.norm(dim=1), torch.ones(8), atol=1e-4)
     cos = table @ table.T
     off_diagonal = cos[~torch.eye(8, dtype=torch.bool)]
     assert off_diagonal.max() < 0.98  # eight different prompts, eight different vectors
     # Semantics, not noise: the same prompt embeds the same way again.
-    again = encoders.minilm_embeddings([DEFAULT_PROMPT.format(label="happiness")])
+    again = label_encoders.minilm_embeddings([DEFAULT_PROMPT.format(label="happiness")])
     assert torch.allclose(again[0], table[1], atol=1e-5)
     assert torch.equal(enc(torch.tensor([2, 5])), table[[2, 5]])
 
@@ -88,7 +84,7 @@ def test_text_embeddings_are_restored_without_the_text_model(monkeypatch) -> Non
     def refuse(*args, **kwargs):
         raise AssertionError("the text encoder must not run when loading")
 
-    monkeypatch.setattr(encoders, "minilm_embeddings", refuse)
+    monkeypatch.setattr(label_encoders, "minilm_embeddings", refuse)
     empty = build_label_encoder("minilm", class_names=FERPLUS_CLASSES, pretrained=False, kwargs={})
     assert not torch.equal(empty.embeddings, enc.embeddings)
     empty.load_state_dict(enc.state_dict())
@@ -144,8 +140,8 @@ def test_clip_image_encoder_loads_a_saved_clip(tiny_clip: Path) -> None:
     # Independent reference: CLIP's own image features on CLIP-normalised 32x32 pixels.
     reference = CLIPModel.from_pretrained(tiny_clip).eval()
     pixels = F.interpolate(images, size=(32, 32), mode="bilinear", antialias=True)
-    mean = torch.tensor(encoders.CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(encoders.CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(image_encoders.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(image_encoders.CLIP_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = reference.visual_projection(
             reference.vision_model(pixel_values=(pixels - mean) / std).pooler_output
@@ -224,7 +220,7 @@ def resnet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _resnet_encoder(path: Path, pretrained: bool = True) -> encoders.ResNetImageEncoder:
+def _resnet_encoder(path: Path, pretrained: bool = True) -> image_encoders.ResNetImageEncoder:
     from lrdif.checkpoint import encoder_source_weights
 
     return build_image_encoder("resnet18", in_channels=1, pretrained=pretrained, kwargs={

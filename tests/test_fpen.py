@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrdif.models.encoders import ConvImageEncoder, LearnedLabelEncoder
 from lrdif.models.fpen import FPENS1, FPENS2
+from lrdif.models.image_encoders import ConvImageEncoder
+from lrdif.models.label_encoders import LearnedLabelEncoder
 
 
 def _fpens(epr_dim: int = 24, layers: int = 3) -> tuple[FPENS1, FPENS2]:

@@ -20,13 +20,8 @@ from lrdif.data.images import read_image
 from lrdif.models.baselines import ResNet18, ResNet18Config
 from lrdif.predict import recognizer as recognizer_module
 from lrdif.predict.faces import Face, crop_faces
-from lrdif.predict.recognizer import (
-    NO_FACE,
-    RECORD_KEYS,
-    NoDefaultWeightsError,
-    Predictions,
-    Recognizer,
-)
+from lrdif.predict.recognizer import NoDefaultWeightsError, Recognizer
+from lrdif.predict.records import NO_FACE, RECORD_KEYS, Predictions
 
 ASTRONAUT = Path(__file__).parents[1] / "src" / "lrdif" / "assets" / "astronaut.jpg"
 ASTRONAUT_FACE = (180, 70, 90, 105)  # hairline to chin, marked by hand

@@ -1,4 +1,5 @@
-"""Display masks and the Fraunhofer PSF (lrdif.udc.optics) against the optics they model."""
+"""Display masks (lrdif.udc.displays) and the Fraunhofer PSF (lrdif.udc.optics) against the
+optics they model."""
 
 from __future__ import annotations
 
@@ -7,17 +8,8 @@ import pytest
 from PIL import Image
 
 from lrdif.registry import DISPLAYS
-from lrdif.udc.optics import (
-    ImageDisplay,
-    Optics,
-    RectDisplay,
-    crop_kernel,
-    fraunhofer_psf,
-    image_display,
-    psf_checksums,
-    resolve_display,
-    sensor_psf,
-)
+from lrdif.udc.displays import ImageDisplay, RectDisplay, image_display, resolve_display
+from lrdif.udc.optics import Optics, crop_kernel, fraunhofer_psf, psf_checksums, sensor_psf
 
 # A smaller pupil FFT than the default keeps these tests fast; the properties tested do
 # not depend on the field of view (about 341 sensor pixels here).

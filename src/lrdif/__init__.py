@@ -15,8 +15,12 @@ __all__ = ["Predictions", "Recognizer", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Recognizer", "Predictions"):
-        from lrdif.predict import recognizer
+    if name == "Recognizer":
+        from lrdif.predict.recognizer import Recognizer
 
-        return getattr(recognizer, name)
+        return Recognizer
+    if name == "Predictions":
+        from lrdif.predict.records import Predictions
+
+        return Predictions
     raise AttributeError(f"module 'lrdif' has no attribute {name!r}")

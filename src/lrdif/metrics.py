@@ -1,5 +1,6 @@
 """Classification metrics from a confusion matrix (the numbers of the paper's tables, and more),
-and the batched inference that produces them; used by training (validation) and evaluation.
+the batched inference that produces them, and the validation metrics of a split
+(:func:`evaluate_split`); used by training (validation) and evaluation.
 
 Everything derives from one integer confusion matrix ``cm`` of shape (K, K) where
 ``cm[i, j]`` counts samples of true class i predicted as class j. Conventions:
@@ -17,6 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from lrdif.data.splits import SplitData
+
+# Models whose forward needs the true label even at evaluation (stage 1, Fig. 2a).
+LABEL_CONDITIONED = frozenset({"lrdif_s1"})
 
 
 def confusion_matrix(
@@ -109,3 +115,31 @@ def run_model(
     finally:
         model.train(was_training)
     return torch.cat(logits), torch.cat(features)
+
+
+def evaluate_split(
+    model: torch.nn.Module, split: SplitData, *, batch_size: int, bf16: bool, channels_last: bool
+) -> dict[str, Any]:
+    """Validation metrics of ``model`` on ``split`` (eval mode, batched, no gradients).
+
+    A stage 1 trained with label dropout is measured without the label: its image path,
+    the one stage 2 inherits, is what selection should judge. Its accuracy with the label
+    is added as ``with_label_accuracy``. A stage 1 without label dropout needs the label.
+    """
+
+    def split_summary(with_labels: bool) -> dict[str, Any]:
+        logits, _ = run_model(
+            model, split.images, landmarks=split.landmarks,
+            labels=split.labels if with_labels else None,
+            batch_size=batch_size, bf16=bf16, channels_last=channels_last,
+        )
+        pred = logits.argmax(1).cpu().numpy()
+        cm = confusion_matrix(split.labels.cpu().numpy(), pred, len(split.class_names))
+        return summarize(cm, split.class_names)
+
+    conditioned = model.registry_name in LABEL_CONDITIONED
+    label_free = not conditioned or model.config.label_dropout > 0
+    summary = split_summary(with_labels=not label_free)
+    if conditioned and label_free:
+        summary["with_label_accuracy"] = split_summary(with_labels=True)["accuracy"]
+    return summary

@@ -6,6 +6,7 @@ inside the package imports classes directly.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -39,6 +40,15 @@ class Registry(Generic[T]):
 
     def build(self, name: str, /, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)  # type: ignore[operator]
+
+    def build_config(self, name: str, field: str, kwargs: dict[str, Any], /, **fixed: Any) -> Any:
+        """``name`` built from a config's ``field`` kwargs plus the caller's ``fixed`` ones."""
+        factory = self.get(name)
+        try:  # a config mistake (unknown or missing kwarg) is reported as such
+            inspect.signature(factory).bind(**fixed, **kwargs)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ValueError(f"{field} {kwargs} do not fit {self.kind} {name!r}: {exc}") from None
+        return factory(**fixed, **kwargs)  # type: ignore[operator]
 
     def names(self) -> list[str]:
         return sorted(self._entries)

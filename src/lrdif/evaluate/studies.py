@@ -33,10 +33,10 @@ from lrdif.checkpoint import load_checkpoint, load_model
 from lrdif.config import PACKAGED_CONFIGS, ConfigError, apply_overrides, from_dict, to_dict
 from lrdif.data.splits import DataSection, SplitData, read_split, split_landmarks, to_split_data
 from lrdif.io import atomic_write_json, file_sha256
-from lrdif.metrics import confusion_matrix, run_model, summarize
+from lrdif.metrics import LABEL_CONDITIONED, confusion_matrix, run_model, summarize
 from lrdif.train import distributed
 from lrdif.train.config import TrainConfig
-from lrdif.train.loop import LABEL_CONDITIONED, derive_seed, train
+from lrdif.train.loop import derive_seed, train
 from lrdif.train.provenance import udc_manifest
 
 ABLATION_FILE = PACKAGED_CONFIGS / "studies" / "table5.yaml"

@@ -25,8 +25,9 @@ from torch import Tensor, nn
 from lrdif.diffusion.denoiser import Denoiser, reverse_process
 from lrdif.diffusion.schedule import BetaSchedule, NoiseSchedule, Parameterization
 from lrdif.losses import cross_entropy, epr_kl, total_loss
-from lrdif.models.encoders import build_image_encoder, build_label_encoder
 from lrdif.models.fpen import FPENS1, FPENS2
+from lrdif.models.image_encoders import build_image_encoder
+from lrdif.models.label_encoders import build_label_encoder
 from lrdif.models.udcformer import UDCformer, UDCformerConfig
 from lrdif.registry import MODELS
 from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD, ModelOutput

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lrdif.predict.annotate import annotate, save_image
-from lrdif.predict.recognizer import NO_FACE, Picture, Predictions, Recognizer
+from lrdif.predict.recognizer import Picture, Recognizer
+from lrdif.predict.records import NO_FACE, Predictions
 from lrdif.registry import FACE_DETECTORS
 
 

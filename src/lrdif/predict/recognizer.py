@@ -7,15 +7,8 @@ across images and video frames, and classified by a trained checkpoint: stage 2
 of LRDif (paper Sec. 3.3: the EPR comes from the reverse diffusion chain, no
 label needed) or a baseline.
 
-Each record is a dict with the keys users of fer and deepface know::
-
-    source            file path, or "<array 0>", "<bytes 1>", "<PIL 2>" for in-memory inputs
-    frame, time       video frame index and seconds (None for still images)
-    box               [x, y, w, h] in the picture's pixels
-    face_confidence   detector score in (0, 1) (None without detection)
-    emotions          {class name: probability}, in the model's class order
-    dominant_emotion  the most probable class
-    error             None, NO_FACE for a picture without a face, or why the input failed
+Each record is a dict with the keys users of fer and deepface know, and the results
+come as :class:`~lrdif.predict.records.Predictions` (see :mod:`lrdif.predict.records`).
 
 A bad input never raises: it becomes a record whose ``error`` names the file
 and the problem, and the other inputs still run.
@@ -23,11 +16,8 @@ and the problem, and the other inputs still run.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,93 +27,22 @@ import torch
 from tqdm.auto import tqdm
 
 from lrdif.data.images import MAX_PIXELS, ImageError, read_image
-from lrdif.io import atomic_write
 from lrdif.predict.faces import FaceDetector, WholeImageDetector, crop_faces
+from lrdif.predict.records import NO_FACE, Predictions, face_record
 from lrdif.predict.video import VideoError, frame_count, is_video, iter_frames
 from lrdif.registry import FACE_DETECTORS, LANDMARKS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / (
     "lrdif_s2_udc_ferplus.safetensors"
 )
-NO_FACE = "no face detected"
 # What lrdif.data.images decodes; other files in a folder (labels, notes) are skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".mpo"})
-RECORD_KEYS = (
-    "source", "frame", "time", "box", "face_confidence", "emotions", "dominant_emotion", "error",
-)
 _AUTO_PROGRESS = 32  # pictures (images + sampled frames) from which the bar shows by default
 _PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pixels than this
 
 
 class NoDefaultWeightsError(FileNotFoundError):
     """``Recognizer()`` was called but the default weights file is not installed."""
-
-
-class Predictions(list):
-    """A list of face records (dicts) with exports; ``class_names`` fixes the column order."""
-
-    def __init__(self, records: Iterable[dict[str, Any]] = (), *, class_names: Iterable[str]):
-        super().__init__(records)
-        self.class_names = tuple(class_names)
-
-    @property
-    def faces(self) -> list[dict[str, Any]]:
-        """Records that hold a classified face."""
-        return [r for r in self if r["error"] is None]
-
-    @property
-    def failures(self) -> list[dict[str, Any]]:
-        """Records of inputs that could not be read (pictures without a face are not failures)."""
-        return [r for r in self if r["error"] not in (None, NO_FACE)]
-
-    def rows(self) -> list[dict[str, Any]]:
-        """Flat rows: box as box_x/box_y/box_w/box_h, one probability column per class."""
-        out = []
-        for r in self:
-            box = r["box"] or [None] * 4
-            emotions = r["emotions"] or {}
-            row = {"source": r["source"], "frame": r["frame"], "time": r["time"]}
-            row.update(zip(("box_x", "box_y", "box_w", "box_h"), box, strict=True))
-            row["face_confidence"] = r["face_confidence"]
-            row["dominant_emotion"] = r["dominant_emotion"]
-            row.update({name: emotions.get(name) for name in self.class_names})
-            row["error"] = r["error"]
-            out.append(row)
-        return out
-
-    def to_dataframe(self) -> Any:
-        """A pandas DataFrame of :meth:`rows` (needs pandas: ``pip install pandas``)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError(
-                "Predictions.to_dataframe() needs pandas; install it with `pip install pandas` "
-                "(or use to_csv() / to_json(), which need nothing extra)"
-            ) from exc
-        columns = ["source", "frame", "time", "box_x", "box_y", "box_w", "box_h",
-                   "face_confidence", "dominant_emotion", *self.class_names, "error"]
-        return pd.DataFrame(self.rows(), columns=columns)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """The records as a JSON list (written atomically to ``path`` when given)."""
-        text = json.dumps(list(self), indent=2) + "\n"
-        if path is not None:
-            with atomic_write(path, "w") as handle:
-                handle.write(text)
-        return text
-
-    def to_csv(self, path: str | Path | None = None) -> str:
-        """:meth:`rows` as CSV with a header (written atomically to ``path`` when given)."""
-        rows = self.rows()
-        buffer = io.StringIO()
-        columns = list(rows[0]) if rows else ["source", *self.class_names, "error"]
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        if path is not None:
-            with atomic_write(path, "w") as handle:
-                handle.write(buffer.getvalue())
-        return buffer.getvalue()
 
 
 @dataclass
@@ -146,14 +65,6 @@ class _Input:
     source: str
     payload: Any  # Path, bytes, PIL image or numpy array
     video: bool = False
-
-
-def _record(
-    source: str, frame: int | None = None, time: float | None = None, **values: Any
-) -> dict[str, Any]:
-    record = dict.fromkeys(RECORD_KEYS)
-    record.update(source=source, frame=frame, time=time, **values)
-    return record
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -294,11 +205,11 @@ class Recognizer:
         """Fill ``picture.records`` with its faces (or NO_FACE); return their crops."""
         faces = detector.detect(picture.image)
         if not faces:
-            picture.records = [_record(picture.source, picture.frame, picture.time,
+            picture.records = [face_record(picture.source, picture.frame, picture.time,
                                        error=NO_FACE)]
             return None
         picture.records = [
-            _record(picture.source, picture.frame, picture.time, box=list(f.box),
+            face_record(picture.source, picture.frame, picture.time, box=list(f.box),
                     face_confidence=f.confidence)
             for f in faces
         ]
@@ -376,7 +287,7 @@ def _channels_last(crops: np.ndarray) -> np.ndarray:
 
 
 def _failed(source: str, message: str) -> Picture:
-    return Picture(source, None, None, None, [_record(source, error=message)])
+    return Picture(source, None, None, None, [face_record(source, error=message)])
 
 
 def _expand(x: Any) -> list[_Input]:

@@ -20,7 +20,8 @@ Where things are: :func:`prepare_run` (data, model, optimiser, DDP, logging), th
 :func:`train_step`), then :func:`validate` and :func:`save_epoch` (with the selection
 rule :func:`is_best`). The splits come from :mod:`lrdif.data.splits`, the model and
 optimiser from :mod:`lrdif.train.build`, the resume state from :mod:`lrdif.train.state`,
-metrics.jsonl and TensorBoard from :mod:`lrdif.train.logs`.
+the validation metrics from :func:`lrdif.metrics.evaluate_split`, metrics.jsonl and
+TensorBoard from :mod:`lrdif.train.logs`.
 """
 
 from __future__ import annotations
@@ -43,16 +44,13 @@ from lrdif.config import ConfigError, from_dict
 from lrdif.data import transforms
 from lrdif.data.splits import SplitData, read_split, split_landmarks, to_split_data
 from lrdif.losses import smoothed_targets
-from lrdif.metrics import confusion_matrix, run_model, summarize
+from lrdif.metrics import evaluate_split
 from lrdif.train import distributed
 from lrdif.train.build import build_model_and_optimizer, model_class_names
 from lrdif.train.config import TrainConfig
 from lrdif.train.logs import METRICS_FILE, log_epoch, open_tensorboard, write_metrics
 from lrdif.train.provenance import run_meta
 from lrdif.train.state import RESUME_FILE, Progress, check_run_folder, load_resume, save_resume
-
-# Models whose forward needs the true label even at evaluation (stage 1, Fig. 2a).
-LABEL_CONDITIONED = frozenset({"lrdif_s1"})
 
 # Purposes mixed into derived seeds, so no two random streams coincide.
 _PERMUTATION, _AUGMENT, _MODEL, _EVAL, _INIT = range(5)
@@ -365,8 +363,10 @@ def epoch_record(run: Run, epoch: int, stats: EpochStats) -> dict[str, Any]:
 
 def validate(run: Run, epoch: int, record: dict[str, Any]) -> dict[str, Any]:
     """Validation metrics (rank 0), added to ``record`` as ``val_*``; the full summary."""
-    torch.manual_seed(derive_seed(run.config.seed, _EVAL, epoch))
-    summary = evaluate_split(run.model, run.val, run.config)
+    config = run.config
+    torch.manual_seed(derive_seed(config.seed, _EVAL, epoch))
+    summary = evaluate_split(run.model, run.val, batch_size=config.eval_batch_size,
+                             bf16=config.bf16, channels_last=config.channels_last)
     record.update({f"val_{k}": summary[k] for k in (
         "accuracy", "mean_class_accuracy", "macro_f1", "with_label_accuracy") if k in summary})
     return summary
@@ -390,32 +390,3 @@ def save_epoch(
         save_checkpoint(out / "best.safetensors", run.model, {**meta, "val_summary": val_summary})
     write_metrics(out / METRICS_FILE, progress.history)
 
-
-def evaluate_split(model: nn.Module, split: SplitData, config: TrainConfig) -> dict[str, Any]:
-    """Validation metrics of ``model`` on ``split`` (eval mode, batched, no gradients).
-
-    A stage 1 trained with label dropout is measured without the label: its image path,
-    the one stage 2 inherits, is what selection should judge. Its accuracy with the label
-    is added as ``with_label_accuracy``. A stage 1 without label dropout needs the label.
-    """
-    conditioned = model.registry_name in LABEL_CONDITIONED
-    label_free = not conditioned or model.config.label_dropout > 0
-    summary = _split_summary(model, split, config, with_labels=not label_free)
-    if conditioned and label_free:
-        with_label = _split_summary(model, split, config, with_labels=True)
-        summary["with_label_accuracy"] = with_label["accuracy"]
-    return summary
-
-
-def _split_summary(
-    model: nn.Module, split: SplitData, config: TrainConfig, *, with_labels: bool
-) -> dict[str, Any]:
-    logits, _ = run_model(
-        model, split.images, landmarks=split.landmarks,
-        labels=split.labels if with_labels else None,
-        batch_size=config.eval_batch_size, bf16=config.bf16,
-        channels_last=config.channels_last,
-    )
-    pred = logits.argmax(1).cpu().numpy()
-    cm = confusion_matrix(split.labels.cpu().numpy(), pred, len(split.class_names))
-    return summarize(cm, split.class_names)

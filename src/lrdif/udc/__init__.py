@@ -5,15 +5,8 @@ in :data:`lrdif.registry.DISPLAYS`. See docs/udc.md.
 """
 
 from lrdif.udc.degrade import UDCConfig, UDCSimulator
-from lrdif.udc.optics import (
-    Display,
-    ImageDisplay,
-    Optics,
-    RectDisplay,
-    crop_kernel,
-    resolve_display,
-    sensor_psf,
-)
+from lrdif.udc.displays import Display, ImageDisplay, RectDisplay, resolve_display
+from lrdif.udc.optics import Optics, crop_kernel, sensor_psf
 
 __all__ = [
     "Display",

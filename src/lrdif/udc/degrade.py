@@ -19,6 +19,11 @@ a physical version of the same three modules, applied to ``uint8`` images in bat
 seeded by ``(seed, key)`` (key = the image's relative path), so the output of an image
 does not depend on the batch it is in, the order, or the number of worker processes.
 The physics and the defaults are explained in docs/udc.md.
+
+Over 400 lines: one simulator, tuned and pinned byte for byte (``FORMULATION``); its
+five stages share the config, the cached kernels, blur plans and quantiser tables, and
+are read in order in :meth:`UDCSimulator.degrade`. The sRGB curves and the blur's FFT
+plan are the parts that could move out.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lrdif.udc.optics import Display, Optics, crop_kernel, resolve_display, sensor_psf
+from lrdif.udc.displays import Display, resolve_display
+from lrdif.udc.optics import Optics, crop_kernel, sensor_psf
 
 #: Rec. 709 luminance weights of linear R, G, B: the display's transmittance as seen by
 #: the camera's auto-exposure.

