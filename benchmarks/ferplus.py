@@ -334,8 +334,7 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         methods[f"{method}_logit_adjusted"] = adjusted_summary(
             best, s2_config.data, out, summary.setdefault("logit_adjusted", {}), method)
     _save(work, name, summary)
-    if f"{args.recipe}_backbone_long" in packaged_config_names():
-        # the backbone alone, given at least LRDif's whole training time
+    if args.equal_time:  # the backbone alone, given at least LRDif's whole training time
         long_config = _config(f"{args.recipe}_backbone_long", common)
         long_best = run_train(long_config, out / "backbone_equal_time")
         methods["backbone_equal_time"] = cached_summary(long_best, long_config.data, "test",
@@ -533,6 +532,9 @@ def main() -> None:
                    help="Table 5 variants this process trains on udc_toled (the main rows "
                         "need S2-V1 and S2-V3; give the others to parallel processes, then "
                         "rerun with all to collect them)")
+    f.add_argument("--equal-time", action="store_true",
+                   help="also train (or collect) RECIPE_backbone_long, the backbone given "
+                        "LRDif's whole training time (a process of its own on another core)")
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     f.add_argument("--work", default="full",
                    help="folder under benchmarks/work for the runs (one per schedule)")

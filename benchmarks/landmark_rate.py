@@ -221,6 +221,23 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def detection_total(results: dict) -> str:
+    """One line: the detector's time over all splits, when each split was detected."""
+    runs = [r for entry in results["sets"].values() for r in entry["splits"].values()]
+    timed = [r for r in runs if r["seconds"]]
+    if not timed:
+        return "Detection times: not recorded (caches from elsewhere)."
+    seconds = sum(r["seconds"] for r in timed)
+    images = sum(r["images"] for r in timed)
+    dates = sorted({r["detected_on"] for r in timed})
+    loads = [r["load_avg_1min_after"] for r in timed]
+    return (f"Detection (one thread, computed {dates[0]}"
+            f"{' to ' + dates[-1] if len(dates) > 1 else ''}): {images} images in "
+            f"{seconds:.0f} s = {1000 * seconds / images:.2f} ms / image over "
+            f"{len(timed)} of {len(runs)} splits; load average (1 min) after each split "
+            f"{min(loads):.1f} to {max(loads):.1f}.")
+
+
 def render(results: dict, classes: tuple[str, ...]) -> str:
     meta = results["meta"]
     lines = [
@@ -239,6 +256,8 @@ def render(results: dict, classes: tuple[str, ...]) -> str:
         f"{meta['load_avg_1min_after']:.1f} after (training runs share the machine, so times "
         "are upper bounds). Wall time of this run: "
         f"{meta['wall_seconds']:.0f} s (cached splits load instantly).",
+        "",
+        detection_total(results),
         "",
         f"Detector: `LANDMARKS.build(\"mediapipe\")` ({meta['detector']}: static-image "
         "mode, one face, BlazeFace + 468-point mesh), through `cache_landmarks`. Images: "
