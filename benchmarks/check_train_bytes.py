@@ -9,7 +9,8 @@ machine: a change that must not alter training gives the same lines. The hashes 
 on the CPU and the torch build, so they are compared between runs, not against a
 recorded value.
 
-Run: ``PYTHONPATH=src .venv/bin/python benchmarks/check_train_bytes.py``.
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/check_train_bytes.py``. Its record
+for the structure refactor of issue 11 is ``benchmarks/results/refactor_bytes.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -26,10 +26,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_train_fixtures import config_dict, make_ferplus
-
 from lrdif.config import from_dict
+from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.train.config import TrainConfig
 from lrdif.train.loop import train
 
@@ -53,14 +51,14 @@ def metrics_sha256(path: Path) -> str:
 
 
 def runs(data: Path, out: Path) -> dict[str, dict]:
-    s2 = config_dict("lrdif_s2", data, epochs=1, save_every_steps=2)
+    s2 = toy_train_config("lrdif_s2", data, epochs=1, save_every_steps=2)
     s2["model"].update(init_from=str(out / "s1" / "best.safetensors"),
                        stage2={"diffusion": {"timesteps": 4, "insert_noise": True},
                                "loss": "total"})
     return {
-        "s1": config_dict("lrdif_s1", data, epochs=2),
+        "s1": toy_train_config("lrdif_s1", data, epochs=2),
         "s2": s2,
-        "r18": config_dict("resnet18", data, epochs=2, optim={"lr": 1e-2}),
+        "r18": toy_train_config("resnet18", data, epochs=2, optim={"lr": 1e-2}),
     }
 
 

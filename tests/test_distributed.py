@@ -8,16 +8,17 @@ import subprocess
 from pathlib import Path
 
 import torch
-from test_train_fixtures import PYTHON, config_dict, make_ferplus, subprocess_env, write_config
+from test_train_fixtures import PYTHON, subprocess_env, write_config
 
 from lrdif.checkpoint import load_checkpoint, load_model
+from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.train.distributed import DistContext, any_rank, setup
 
 
 def test_two_process_gloo_training(tmp_path: Path) -> None:
     data = make_ferplus(tmp_path / "fer")
     config = write_config(tmp_path / "r18.yaml",
-                          config_dict("resnet18", data, epochs=3, optim={"lr": 1e-2}))
+                          toy_train_config("resnet18", data, epochs=3, optim={"lr": 1e-2}))
     out = tmp_path / "run"
     done = subprocess.run(
         [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_fixtures import (
-    config_dict,
-    make_ferplus,
-    one_thread,  # noqa: F401 (autouse: one torch thread)
-)
+from test_train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread)
 
 from lrdif.checkpoint import load_model, save_checkpoint
 from lrdif.cli import main as cli
 from lrdif.config import apply_overrides, from_dict, to_dict
+from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.evaluate import plots, studies
 from lrdif.evaluate.studies import (
     EPR_PROBES,
@@ -40,7 +37,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stage1(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("s1")
-    train(from_dict(TrainConfig, config_dict("lrdif_s1", data, epochs=1)), out)
+    train(from_dict(TrainConfig, toy_train_config("lrdif_s1", data, epochs=1)), out)
     return out / "best.safetensors"
 
 
@@ -62,7 +59,7 @@ def test_table5_variants_set_the_paper_components() -> None:
 def test_ablation_runner_trains_each_variant_from_one_stage1(
     stage1: Path, data: Path, tmp_path: Path
 ) -> None:
-    cfg = config_dict("lrdif_s2", data, epochs=1)
+    cfg = toy_train_config("lrdif_s2", data, epochs=1)
     cfg["model"]["init_from"] = str(stage1)
     rows = run_ablation(from_dict(TrainConfig, cfg), tmp_path / "ablation",
                         variants=["S2-V1", "S2-V3"])
@@ -82,7 +79,7 @@ def test_ablation_runner_trains_each_variant_from_one_stage1(
 def test_cached_summary_is_keyed_by_the_checkpoint_bytes_and_the_data(
     stage1: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    section = from_dict(TrainConfig, config_dict("lrdif_s1", data)).data
+    section = from_dict(TrainConfig, toy_train_config("lrdif_s1", data)).data
     first = cached_summary(stage1, section, "test", device="cpu", cache_dir=tmp_path)
     assert first == evaluate_checkpoint(stage1, section, "test", device="cpu",
                                         cache_dir=tmp_path).summary
@@ -103,7 +100,7 @@ def test_cached_summary_is_keyed_by_the_checkpoint_bytes_and_the_data(
 
 
 def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_path: Path) -> None:
-    cfg = config_dict("lrdif_s2", data, epochs=1)
+    cfg = toy_train_config("lrdif_s2", data, epochs=1)
     cfg["model"]["init_from"] = str(stage1)
     train(from_dict(TrainConfig, cfg), tmp_path / "s2")
     from lrdif.data.splits import DataSection
@@ -129,7 +126,7 @@ def test_steps_curve_restores_the_trained_steps(stage1: Path, data: Path, tmp_pa
 def test_steps_on_a_model_without_diffusion_is_a_clear_error(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), tmp_path / "r18")
+    train(from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1)), tmp_path / "r18")
     code = cli(["evaluate", str(tmp_path / "r18" / "best.safetensors"), "--data", str(data),
                 "--steps", "1,2", "--out", str(tmp_path / "e")])
     assert code == 1

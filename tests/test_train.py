@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_train_fixtures import (
-    config_dict,
-    make_ferplus,
     one_thread,  # noqa: F401 (autouse: one torch thread)
     write_config,
 )
@@ -19,6 +17,7 @@ from test_train_fixtures import (
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.cli import main as cli
 from lrdif.config import ConfigError, from_dict
+from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.models.baselines import ResNet18, ResNet18Config
 from lrdif.train import loop
 from lrdif.train.config import TrainConfig, load_train_config
@@ -40,7 +39,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stage1(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("s1")
-    train(from_dict(TrainConfig, config_dict("lrdif_s1", data, epochs=3)), out)
+    train(from_dict(TrainConfig, toy_train_config("lrdif_s1", data, epochs=3)), out)
     return out
 
 
@@ -68,7 +67,7 @@ def test_stage1_writes_checkpoints_metrics_and_selects_on_validation(stage1: Pat
 
 
 def test_stage2_from_stage1_then_evaluate(stage1: Path, data: Path, tmp_path: Path) -> None:
-    cfg = config_dict("lrdif_s2", data, epochs=2)
+    cfg = toy_train_config("lrdif_s2", data, epochs=2)
     cfg["model"].update(init_from=str(stage1 / "best.safetensors"),
                         stage2={"diffusion": {"timesteps": 4}, "loss": "total",
                                 "kl_temperature": 0.15})
@@ -98,7 +97,7 @@ def test_stage2_from_stage1_then_evaluate(stage1: Path, data: Path, tmp_path: Pa
 
 
 def test_loss_goes_down_for_the_baseline(data: Path, tmp_path: Path) -> None:
-    config = from_dict(TrainConfig, config_dict("resnet18", data, epochs=10,
+    config = from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=10,
                                                 optim={"lr": 1e-2}))
     result = train(config, tmp_path / "r18")
     losses = [r["train_loss"] for r in result.history]
@@ -110,7 +109,7 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: False)
-    config = from_dict(TrainConfig, config_dict("resnet18", data, epochs=1, bf16=True))
+    config = from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1, bf16=True))
     with pytest.warns(UserWarning, match="bf16=true on a CPU without native bf16"):
         train(config, tmp_path / "bf16")
     monkeypatch.setattr(loop, "cpu_has_fast_bf16", lambda: True)
@@ -132,7 +131,7 @@ def test_lr_schedules() -> None:
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: Path, tmp_path: Path) -> None:
     # epoch 1 at a sane rate; from epoch 2 the rate is 1e30, which blows the weights up
-    cfg = config_dict("resnet18", data, epochs=3,
+    cfg = toy_train_config("resnet18", data, epochs=3,
                       optim={"schedule": "step", "step_epochs": 1, "step_gamma": 1e30})
     run = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"NaN or inf.*last good checkpoint"):
@@ -168,9 +167,9 @@ def test_unknown_config_key_is_an_error(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_stage2_refuses_a_checkpoint_of_another_architecture(data: Path, tmp_path: Path) -> None:
     resnet = ResNet18(config=ResNet18Config(in_channels=1, image_size=24, **{
-        k: tuple(v) for k, v in config_dict("resnet18", data)["model"]["options"].items()}))
+        k: tuple(v) for k, v in toy_train_config("resnet18", data)["model"]["options"].items()}))
     save_checkpoint(tmp_path / "r18.safetensors", resnet)
-    cfg = config_dict("lrdif_s2", data)
+    cfg = toy_train_config("lrdif_s2", data)
     cfg["model"]["init_from"] = str(tmp_path / "r18.safetensors")
     with pytest.raises(ValueError, match="'resnet18' checkpoint; stage 2 starts from a stage-1"):
         train(from_dict(TrainConfig, cfg), tmp_path / "s2")
@@ -193,11 +192,11 @@ def test_resume_refuses_another_config_and_a_fresh_run_refuses_an_old_folder(
     data: Path, tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
-    train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), run)
+    train(from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1)), run)
     with pytest.raises(FileExistsError, match="--resume"):
-        train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1)), run)
+        train(from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1)), run)
     with pytest.raises(ConfigError, match=r"differs from the run's at \['optim.lr'\]"):
-        train(from_dict(TrainConfig, config_dict("resnet18", data, epochs=1,
+        train(from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1,
                                                  optim={"lr": 1e-3})), run, resume=True)
 
 

@@ -20,18 +20,6 @@ import yaml
 
 from lrdif.data.toy import CLASSES, SIZE, band_image, make_ferplus
 
-TINY_LRDIF = {
-    "epr_dim": 16,
-    "label_encoder": "learned",
-    "label_encoder_kwargs": {"dim": 8},
-    "image_encoder_kwargs": {"widths": [8, 16], "blocks": [1, 1]},
-    "udcformer": {
-        "dims": [8, 16, 32], "dt_heads": [1, 1, 2], "dt_blocks": [1, 1, 1],
-        "dil_heads": [1, 2, 2], "fusion_dim": 16, "fusion_depth": 1, "fusion_heads": 2,
-    },
-}
-TINY_RESNET = {"widths": [8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
-
 
 def make_folder_dataset(root: Path, classes: tuple[str, ...], per_class: int = 2) -> Path:
     """Class-per-folder layout ``root/test/<class>/*.png`` (the "folder" reader)."""
@@ -42,29 +30,6 @@ def make_folder_dataset(root: Path, classes: tuple[str, ...], per_class: int = 2
         for i in range(per_class):
             cv2.imwrite(str(folder / f"{i}.png"), band_image(c % CLASSES, rng))
     return root
-
-
-def config_dict(model: str, data_root: Path, **top: Any) -> dict[str, Any]:
-    """A training config for the tiny data: a tiny model, small batches, few epochs."""
-    section: dict[str, Any] = {"name": model}
-    if model == "lrdif_s1":
-        section["options"] = TINY_LRDIF
-    elif model == "resnet18":
-        section["options"] = TINY_RESNET
-    config = {
-        "model": section,
-        "data": {"dataset": "ferplus", "root": str(data_root)},
-        "epochs": 2,
-        "batch_size": 8,
-        "optim": {"lr": 3e-3},
-        "device": "cpu",
-    }
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
-        else:
-            config[key] = value
-    return config
 
 
 def write_config(path: Path, config: dict[str, Any]) -> Path:

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import torch
-from test_train_fixtures import PYTHON, config_dict, make_ferplus, subprocess_env, write_config
+from test_train_fixtures import PYTHON, subprocess_env, write_config
 
 from lrdif.checkpoint import load_checkpoint, load_state
 from lrdif.config import from_dict
+from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.train.config import TrainConfig
 from lrdif.train.loop import train
 
@@ -31,10 +32,10 @@ def test_resume_after_sigkill_gives_identical_weights(tmp_path: Path) -> None:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train(from_dict(TrainConfig, config_dict("lrdif_s1", data, epochs=1)), tmp_path / "s1")
+        train(from_dict(TrainConfig, toy_train_config("lrdif_s1", data, epochs=1)), tmp_path / "s1")
     finally:
         torch.set_num_threads(before)
-    cfg = config_dict("lrdif_s2", data, epochs=4, save_every_steps=2)
+    cfg = toy_train_config("lrdif_s2", data, epochs=4, save_every_steps=2)
     cfg["model"].update(init_from=str(tmp_path / "s1" / "best.safetensors"),
                         stage2={"diffusion": {"insert_noise": True}, "loss": "total"})
     config = write_config(tmp_path / "s2.yaml", cfg)

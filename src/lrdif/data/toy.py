@@ -8,6 +8,7 @@ it, and the benchmarks measure throughput on it where the real FERPlus is absent
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,3 +46,42 @@ def make_ferplus(
             rows.append(",".join([name, '"(0, 0, 48, 48)"', *votes]))
         (folder / "label.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+# Tiny architectures for the toy data: seconds per epoch on one CPU thread.
+TINY_LRDIF = {
+    "epr_dim": 16,
+    "label_encoder": "learned",
+    "label_encoder_kwargs": {"dim": 8},
+    "image_encoder_kwargs": {"widths": [8, 16], "blocks": [1, 1]},
+    "udcformer": {
+        "dims": [8, 16, 32], "dt_heads": [1, 1, 2], "dt_blocks": [1, 1, 1],
+        "dil_heads": [1, 2, 2], "fusion_dim": 16, "fusion_depth": 1, "fusion_heads": 2,
+    },
+}
+TINY_RESNET = {"widths": [8, 16, 16, 16], "blocks": [1, 1, 1, 1]}
+
+
+def toy_train_config(model: str, data_root: Path, **top: Any) -> dict[str, Any]:
+    """A training config (a dict for ``TrainConfig``) for the toy data: a tiny model
+    (:data:`TINY_LRDIF`, :data:`TINY_RESNET`), batches of 8, 2 epochs; ``top`` overrides
+    top-level keys (dicts are merged one level deep)."""
+    section: dict[str, Any] = {"name": model}
+    if model == "lrdif_s1":
+        section["options"] = TINY_LRDIF
+    elif model == "resnet18":
+        section["options"] = TINY_RESNET
+    config = {
+        "model": section,
+        "data": {"dataset": "ferplus", "root": str(data_root)},
+        "epochs": 2,
+        "batch_size": 8,
+        "optim": {"lr": 3e-3},
+        "device": "cpu",
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
