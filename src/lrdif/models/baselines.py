@@ -69,8 +69,17 @@ class BasicBlock(nn.Module):
         return F.relu(y + self.shortcut(x), inplace=True)
 
 
+class Classifier(nn.Module):
+    """What every baseline shares: trained with cross-entropy on its logits."""
+
+    def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cross-entropy (paper Eq. 13, averaged over the batch)."""
+        ce = cross_entropy(output.logits, labels)
+        return {"total": ce, "ce": ce}
+
+
 @MODELS.register("resnet18")
-class ResNet18(nn.Module):
+class ResNet18(Classifier):
     """ResNet-18 classifier on (B, C_in, H, W) images in [0, 1]."""
 
     registry_name = "resnet18"
@@ -117,10 +126,6 @@ class ResNet18(nn.Module):
         return ModelOutput(logits=self.head(features), features=features, epr=None,
                            epr_teacher=None)
 
-    def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy (paper Eq. 13, averaged over the batch)."""
-        ce = cross_entropy(output.logits, labels)
-        return {"total": ce, "ce": ce}
 
 
 @dataclass
@@ -145,7 +150,7 @@ class BackboneClassifierConfig:
 
 
 @MODELS.register("backbone")
-class BackboneClassifier(nn.Module):
+class BackboneClassifier(Classifier):
     """An ImageNet-pretrained backbone (lrdif.models.backbones) fine-tuned as a classifier.
 
     The strongest simple baseline for LRDif: the same pretrained network LRDif uses as
@@ -205,7 +210,3 @@ class BackboneClassifier(nn.Module):
         x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone.features(x).mean(dim=(2, 3))
 
-    def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cross-entropy (paper Eq. 13, averaged over the batch)."""
-        ce = cross_entropy(output.logits, labels)
-        return {"total": ce, "ce": ce}
