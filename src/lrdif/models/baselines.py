@@ -70,7 +70,22 @@ class BasicBlock(nn.Module):
 
 
 class Classifier(nn.Module):
-    """What every baseline shares: trained with cross-entropy on its logits."""
+    """What every baseline shares: the model contract around its ``classify`` (images ->
+    logits, features) and cross-entropy on its logits."""
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        *,
+        landmarks: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """``landmarks`` and ``labels`` are accepted for the shared contract and unused."""
+        logits, features = self.classify(images)
+        return ModelOutput(logits=logits, features=features, epr=None, epr_teacher=None)
+
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
 
     def loss(self, output: ModelOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Cross-entropy (paper Eq. 13, averaged over the batch)."""
@@ -109,23 +124,12 @@ class ResNet18(Classifier):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        *,
-        landmarks: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        """images (B, C_in, H, W) in [0, 1] -> logits (B, K), features (B, 512).
-
-        ``landmarks`` and ``labels`` are accepted for the shared model contract and unused.
-        """
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (B, C_in, H, W) in [0, 1] -> logits (B, K), features (B, 512)."""
         x = (images - IMAGE_MEAN) / IMAGE_STD
         x = self.stages(self.stem(x))  # (B, 512, H/16, W/16)
         features = x.mean(dim=(2, 3))  # (B, 512)
-        return ModelOutput(logits=self.head(features), features=features, epr=None,
-                           epr_teacher=None)
-
+        return self.head(features), features
 
 
 @dataclass
@@ -182,23 +186,16 @@ class BackboneClassifier(Classifier):
         """The architecture without the ImageNet weights (a checkpoint overwrites them)."""
         return cls(config=config, pretrained=False)
 
-    def forward(
-        self,
-        images: torch.Tensor,
-        *,
-        landmarks: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-    ) -> ModelOutput:
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (B, C_in, H, W) in [0, 1] -> logits (B, K), features (B, 1280).
 
         In eval mode with ``test_flip`` the logits average the image and its mirror.
-        ``landmarks`` and ``labels`` are accepted for the shared model contract and unused.
         """
         features = self.pooled_features(images)  # (B, 1280)
         logits = self.head(self.dropout(features))
         if self.config.test_flip and not self.training:
             logits = 0.5 * (logits + self.head(self.pooled_features(images.flip(-1))))
-        return ModelOutput(logits=logits, features=features, epr=None, epr_teacher=None)
+        return logits, features
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C_in, H, W) in [0, 1] -> the backbone's pooled features (B, 1280)."""
