@@ -67,7 +67,7 @@ def test_onnx_matches_pytorch_on_a_batch(stage2_checkpoint, exported):
         (got,) = session.run(None, {"images": images.numpy()})
         assert got.shape == (batch, 8)
         assert np.abs(got - expected).max() < 1e-4
-        # Deterministic: the reverse diffusion starts at Z_T = 0, no sampled noise.
+        # Deterministic: the reverse diffusion starts from a fixed point, no sampled noise.
         np.testing.assert_array_equal(session.run(None, {"images": images.numpy()})[0], got)
 
 
@@ -115,3 +115,22 @@ def test_checkpoint_trained_with_detected_landmarks_is_refused(stage1, tmp_path)
     with pytest.raises(ValueError, match="'mediapipe' landmarks, which are detected outside"):
         export_onnx(path, tmp_path / "mesh.onnx")
     assert not (tmp_path / "mesh.onnx").exists()
+
+
+@pytest.mark.parametrize("which", ["lrdif_backbone", "backbone_classifier"])
+def test_pretrained_recipe_models_export(which, tmp_path):
+    """The pretrained recipe's models: LRDif with the MobileNetV2 E_I and a normalised
+    EPR, and the backbone classifier with test-time flip averaging."""
+    from lrdif.models.baselines import BackboneClassifier
+
+    torch.manual_seed(0)
+    if which == "lrdif_backbone":
+        s1 = LRDifStage1(config=tiny_config(image_encoder="backbone", normalize_epr=True),
+                         pretrained=False)
+        model = LRDifStage2.from_stage1(s1)
+    else:
+        model = BackboneClassifier(pretrained=False)
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, model.eval(), meta={})
+    summary = export_onnx(path, tmp_path / "model.onnx")
+    assert summary["max_abs_diff"] < 1e-4

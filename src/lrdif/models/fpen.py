@@ -29,7 +29,7 @@ def normalize_epr(z: Tensor) -> Tensor:
     """Each EPR (B, C) to zero mean and unit variance over its C values (LayerNorm without
     weights): the scale of the unit-variance noise of the stage-2 diffusion (Eq. 14),
     so Z keeps a signal-to-noise ratio of alpha_bar_t / (1 - alpha_bar_t) at step t."""
-    return F.layer_norm(z, z.shape[-1:])
+    return F.layer_norm(z, (int(z.shape[-1]),))
 
 
 class FPENS1(nn.Module):
