@@ -54,6 +54,7 @@ from lrdif.evaluate.studies import (
     epr_diagnostics,
     evaluate_checkpoint,
     logit_adjustment,
+    paired_bootstrap,
     run_ablation,
     steps_curve,
     table5_markdown,
@@ -328,6 +329,17 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         variants = args.table5 if args.smoke is None else ["S2-V1", "S2-V3"]
         summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
         _save(work, name, summary)
+    # differences that matter, with 95% paired-bootstrap intervals on the test images
+    pairs = {"lrdif_s2 - lrdif_s2_no_dm": (s2, out / "ablation" / "S2-V1" / "best.safetensors"),
+             f"lrdif_s2 - {encoder}": (s2, encoder_best)}
+    cache = summary.setdefault("differences", {})
+    for label, (a, b) in pairs.items():
+        key = [file_sha256(a), file_sha256(b)]
+        if cache.get(label, {}).get("sha256") != key:
+            ev_a, ev_b = (evaluate_checkpoint(c, s2_config.data, "test",
+                                              cache_dir=out / "landmarks") for c in (a, b))
+            cache[label] = {"sha256": key, **paired_bootstrap(ev_a, ev_b)}
+    _save(work, name, summary)
     # class imbalance: post-hoc logit adjustment, its strength chosen on valid
     runs = {encoder: encoder_best, "lrdif_s2": s2}
     for method, best in runs.items():
@@ -460,6 +472,15 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
                   table5_markdown(rows), ""]
         if len(rows) < 5:
             lines += ["Variants S2-V2 and S2-V4 have not finished yet.", ""]
+    differences = [(name, label, d) for name, s in summaries.items()
+                   for label, d in s.get("differences", {}).items()]
+    if differences:
+        lines += ["## Differences in test accuracy (points, 95% paired-bootstrap interval)", "",
+                  "| data set | difference | points | 95% interval |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | {label} | {100 * d['difference']:+.2f} | "
+                  f"[{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] |"
+                  for name, label, d in differences]
+        lines.append("")
     diagnosed = {name: s["epr_diagnostics"] for name, s in summaries.items()
                  if "epr_diagnostics" in s}
     if diagnosed:

@@ -182,3 +182,25 @@ def test_logit_adjustment_recalls_the_rare_class_chosen_on_valid() -> None:
     strict = logit_adjustment(evaluation(900, 100, 0), evaluation(900, 100, 1), prior,
                               max_accuracy_drop=-1.0)
     assert strict["tau"] == 0.0
+
+
+def test_paired_bootstrap_brackets_the_difference() -> None:
+    from lrdif.data.splits import SplitData
+    from lrdif.evaluate.studies import Evaluation, paired_bootstrap
+
+    labels = torch.arange(400) % 2
+    split = SplitData(images=torch.zeros(400, 1, 1, 1, dtype=torch.uint8), labels=labels,
+                      landmarks=None, class_names=("a", "b"))
+
+    def evaluation(correct: torch.Tensor) -> Evaluation:
+        logits = torch.nn.functional.one_hot(torch.where(correct, labels, 1 - labels), 2)
+        return Evaluation(summary={}, logits=logits.float(), features=logits.float(),
+                          split=split, model=None)
+
+    better = evaluation(torch.arange(400) % 10 != 0)  # 90% right
+    worse = evaluation(torch.arange(400) % 5 != 0)  # 80% right, wrong where better is
+    out = paired_bootstrap(better, worse, samples=500)
+    assert out["difference"] == pytest.approx(0.1)
+    assert out["low"] < 0.1 < out["high"] and out["low"] > 0
+    same = paired_bootstrap(better, better, samples=50)
+    assert same["difference"] == same["low"] == same["high"] == 0.0

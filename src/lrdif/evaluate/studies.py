@@ -9,6 +9,8 @@
   predicted EPR, the teacher's label-derived Z, a zero EPR and another face's x_S2.
 - :func:`logit_adjustment`: post-hoc logit adjustment (Menon et al., ICLR 2021) for the
   class imbalance, its strength chosen on the validation split.
+- :func:`paired_bootstrap`: the accuracy difference of two models on the same split,
+  with a 95% paired-bootstrap interval (is the diffusion's contribution real?).
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
   variant of ``configs/studies/table5.yaml`` (S2-V1 no diffusion; S2-V2 diffusion +
   L_ce; S2-V3 diffusion + L_total + inserted noise; S2-V4 diffusion + L_total without),
@@ -161,6 +163,24 @@ def logit_adjustment(
     best = max((r for r in curve if r["tau"] == 0 or r["accuracy"] >= floor),
                key=lambda r: (r["mean_class_accuracy"], -r["tau"]))
     return {"tau": best["tau"], "valid_curve": curve, "test": measure(test, best["tau"])}
+
+
+def paired_bootstrap(
+    a: Evaluation, b: Evaluation, *, samples: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Accuracy of ``a`` minus that of ``b`` on the same images, with the 2.5% and 97.5%
+    quantiles of the difference over ``samples`` resamplings of the images (paired: both
+    models are judged on each resampled image)."""
+    truth = a.split.labels.cpu()
+    if not torch.equal(truth, b.split.labels.cpu()):
+        raise ValueError("paired_bootstrap needs two evaluations of the same split")
+    diff = ((a.logits.argmax(1) == truth).double() - (b.logits.argmax(1) == truth).double())
+    g = torch.Generator().manual_seed(seed)
+    means = torch.stack([diff[torch.randint(len(diff), (len(diff),), generator=g)].mean()
+                         for _ in range(samples)])
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return {"difference": float(diff.mean()), "low": float(low), "high": float(high),
+            "samples": samples}
 
 
 EPR_PROBES = ("predicted", "teacher", "zero", "other_face_x_s2")
