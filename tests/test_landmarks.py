@@ -148,8 +148,10 @@ def test_mediapipe_source_finds_a_face_or_explains_how_to_install():
     """Main environment: the install hint. ``.ci/run``'s landmark environment (mediapipe
     0.10.21 beside numpy<2) runs the real detector on the shipped portrait."""
     if importlib.util.find_spec("mediapipe") is None:
+        source = LANDMARKS.build("mediapipe")  # builds: its cached landmarks load here
+        assert source.cache_key == "mediapipe-0.10.21-facemesh468-conf0.3"
         with pytest.raises(ImportError, match=r"pip install mediapipe==0\.10\.21"):
-            LANDMARKS.build("mediapipe")
+            source.detect(np.zeros((1, 48, 48), dtype=np.uint8))
         return
     from PIL import Image
 

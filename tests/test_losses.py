@@ -86,3 +86,27 @@ def test_smoothed_targets() -> None:
     t = smoothed_targets(labels, 4, 0.2)
     assert torch.allclose(t.sum(1), torch.ones(2))
     assert torch.allclose(t[0], torch.tensor([0.85, 0.05, 0.05, 0.05]))
+
+
+def test_smoothed_targets_of_label_distributions() -> None:
+    from lrdif.losses import smoothed_targets
+
+    votes = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.25, 0.75]])
+    assert smoothed_targets(votes, 4, 0.0) is votes
+    t = smoothed_targets(votes, 4, 0.2)
+    assert torch.allclose(t[0], torch.tensor([0.45, 0.45, 0.05, 0.05]))
+    assert torch.allclose(t.sum(1), torch.ones(2))
+
+
+def test_logit_adjustment_offset_is_tau_log_prior() -> None:
+    from lrdif.losses import logit_adjustment_offset
+
+    labels = torch.tensor([0, 0, 0, 1])  # class 2 unseen: counted once
+    offset = logit_adjustment_offset(labels, 3, 2.0)
+    expected = 2.0 * torch.log(torch.tensor([3.0, 1.0, 1.0]) / 5.0)
+    assert torch.allclose(offset, expected)
+    # the adjusted loss asks more of the rare class: a larger loss for it at equal logits
+    logits = torch.zeros(1, 3)
+    rare = torch.nn.functional.cross_entropy(logits + offset, torch.tensor([1]))
+    common = torch.nn.functional.cross_entropy(logits + offset, torch.tensor([0]))
+    assert rare > common

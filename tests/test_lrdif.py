@@ -255,3 +255,28 @@ def test_default_model_and_demo(capsys: pytest.CaptureFixture[str]) -> None:
     printed = capsys.readouterr().out
     assert "untrained" in printed
     assert "lrdif_s2" in printed and "parameters" in printed
+
+
+def test_image_token_feeds_e_i_to_the_fusion() -> None:
+    """image_token: E_I(x) is one more fusion token in both stages, trained by L_ce, and
+    copied into stage 2; without it the fusion has no such token (the paper's tokens)."""
+    torch.manual_seed(0)
+    s1 = LRDifStage1(config=_config(udcformer=SMALL, epr_dim=32, image_token=True,
+                                    label_dropout=0.5))
+    plain = LRDifStage1(config=_config(udcformer=SMALL, epr_dim=32))
+    assert plain.udcformer.fusion.to_image_token is None
+    extra = s1.udcformer.fusion.pos_embed.shape[1] - plain.udcformer.fusion.pos_embed.shape[1]
+    assert extra == 1
+    s1.train()
+    images, labels = torch.rand(4, 1, 48, 48), torch.tensor([0, 3, 5, 7])
+    s1.loss(s1(images, labels=labels), labels)["total"].backward()
+    assert s1.udcformer.fusion.to_image_token.weight.grad.abs().sum() > 0
+    s2 = LRDifStage2.from_stage1(s1).eval()
+    token = s2.udcformer.fusion.to_image_token
+    assert torch.equal(token.weight, s1.udcformer.fusion.to_image_token.weight)
+    with torch.inference_mode():
+        before = s2(images).logits
+        token.weight.mul_(2)  # only the E_I token changes: so must the logits
+        assert not torch.allclose(s2(images).logits, before)
+    with pytest.raises(ValueError, match="image_features"):
+        s2.udcformer(s2.normalize(images), torch.zeros(4, 32))

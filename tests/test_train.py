@@ -212,3 +212,43 @@ def test_parameter_groups_scale_the_learning_rate_by_name() -> None:
                                                        if p.requires_grad]
     with pytest.raises(ConfigError, match="no trainable parameter under"):
         parameter_groups(model, {"2": 0.5})
+
+
+def test_soft_targets_are_the_vote_distributions_and_logit_adjustment_trains(
+    data: Path, tmp_path: Path
+) -> None:
+    """soft_targets: the training split carries the normalised crowd votes (in the model's
+    class order); logit_adjustment changes what is learned, not what is measured."""
+    import shutil
+
+    from lrdif.train import distributed
+
+    root = tmp_path / "votes"
+    shutil.copytree(data, root)
+    csv = root / "FER2013Train" / "label.csv"
+    rows = [r.split(",") for r in csv.read_text().splitlines()]
+    for r in rows[::2]:  # every other image: 6 votes for its class, 4 for neutral
+        votes = [int(v) for v in r[-10:]]
+        top = votes.index(max(votes))
+        r[-10:] = [str(v) for v in [4 if top else 10] + [0] * 9]
+        if top:
+            r[-10 + top] = "6"
+    csv.write_text("\n".join(",".join(r) for r in rows) + "\n")
+    config = from_dict(TrainConfig, toy_train_config("resnet18", root, epochs=1,
+                                                soft_targets=True))
+    ctx = distributed.setup("cpu")
+    train_split, val_split = loop.load_splits(config, tmp_path / "run", ctx)
+    assert val_split.targets is None
+    t = train_split.targets
+    assert t.shape == (len(train_split), len(train_split.class_names))
+    assert torch.allclose(t.sum(1), torch.ones(len(t)))
+    assert torch.equal(t.argmax(1), train_split.labels)
+    assert ((t > 0).sum(1) == 2).any() and ((t > 0).sum(1) == 1).any()
+    plain = train(from_dict(TrainConfig, toy_train_config("resnet18", root, epochs=1)),
+                  tmp_path / "plain")
+    adjusted = train(from_dict(TrainConfig, toy_train_config(
+        "resnet18", root, epochs=1, soft_targets=True, logit_adjustment=1.0)),
+        tmp_path / "adjusted")
+    assert plain.history[0]["train_loss"] != adjusted.history[0]["train_loss"]
+    with pytest.raises(ConfigError, match="logit_adjustment"):
+        from_dict(TrainConfig, toy_train_config("resnet18", root, logit_adjustment=-1.0))

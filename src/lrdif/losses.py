@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -28,12 +29,20 @@ def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def smoothed_targets(labels: Tensor, num_classes: int, smoothing: float) -> Tensor:
-    """Label smoothing (Szegedy et al. 2016): labels (B,) -> (1 - eps) one-hot + eps / K,
-    (B, K); with ``smoothing`` = 0 the labels themselves (the loss is then Eq. 13 exactly)."""
+    """Label smoothing (Szegedy et al. 2016): labels (B,) or label distributions (B, K) ->
+    (1 - eps) targets + eps / K, (B, K); with ``smoothing`` = 0 the labels themselves
+    (the loss is then Eq. 13 exactly)."""
     if smoothing == 0:
         return labels
-    one_hot = F.one_hot(labels, num_classes).float()
-    return one_hot * (1.0 - smoothing) + smoothing / num_classes
+    targets = F.one_hot(labels, num_classes).float() if labels.ndim == 1 else labels.float()
+    return targets * (1.0 - smoothing) + smoothing / num_classes
+
+
+def logit_adjustment_offset(labels: Tensor, num_classes: int, tau: float) -> Tensor:
+    """tau log(prior) (K,) of the logit-adjusted loss (Menon et al. 2021), the prior being
+    the class frequencies of ``labels`` (N,); classes without a sample count once."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).clamp_min(1).double()
+    return (tau * (counts / counts.sum()).log()).float()
 
 
 def epr_kl(epr_teacher: Tensor, epr_student: Tensor, temperature: float = 1.0) -> Tensor:

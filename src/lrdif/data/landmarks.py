@@ -16,6 +16,7 @@ Importing :mod:`lrdif.data` registers the sources.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from lrdif.io import atomic_write
 from lrdif.registry import LANDMARKS
 
 FACE_MESH_POINTS = 468
+# The release .ci/landmarks-requirements.txt pins (the last with the legacy face mesh).
+PINNED_MEDIAPIPE = "0.10.21"
 
 # Vertex indices of the regions of MediaPipe's face-mesh topology (the vertices of its
 # FACEMESH_* contour sets; "left" is the subject's left). Every other vertex (cheeks,
@@ -90,36 +93,48 @@ class MediaPipeFaceMesh:
     num_points: ClassVar[int] = FACE_MESH_POINTS
 
     def __init__(self, *, min_detection_confidence: float = 0.3) -> None:
+        # The cache key names the installed release, or the pinned one where mediapipe is
+        # absent: caches computed in the landmark environment then load in the main one.
         try:
-            import mediapipe
-        except ImportError as exc:
-            raise ImportError(
-                "landmark source 'mediapipe' needs the mediapipe package: "
-                'pip install mediapipe==0.10.21 "numpy<2" "opencv-python-headless<4.11" '
-                '"protobuf>=4.25.3,<5" (in an environment of its own: it forces numpy<2); '
-                "or use the landmark source 'learned'"
-            ) from exc
-        self.version = mediapipe.__version__
+            self.version = importlib.metadata.version("mediapipe")
+        except importlib.metadata.PackageNotFoundError:
+            self.version = PINNED_MEDIAPIPE
         self.min_detection_confidence = min_detection_confidence
-        # One mesh, static-image mode: every image is detected afresh (no video tracking).
-        self._mesh = mediapipe.solutions.face_mesh.FaceMesh(
-            static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=min_detection_confidence,
-        )
+        self._mesh: Any = None  # built at the first detect()
 
     @property
     def cache_key(self) -> str:
         return f"mediapipe-{self.version}-facemesh468-conf{self.min_detection_confidence}"
+
+    def _face_mesh(self) -> Any:
+        if self._mesh is None:
+            try:
+                import mediapipe
+            except ImportError as exc:
+                raise ImportError(
+                    "landmark source 'mediapipe' needs the mediapipe package to detect "
+                    "(cached landmarks load without it): pip install mediapipe==0.10.21 "
+                    '"numpy<2" "opencv-python-headless<4.11" "protobuf>=4.25.3,<5" (in an '
+                    "environment of its own: it forces numpy<2); or use the landmark source "
+                    "'learned'"
+                ) from exc
+            # One mesh, static-image mode: every image is detected afresh (no tracking).
+            self._mesh = mediapipe.solutions.face_mesh.FaceMesh(
+                static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                min_detection_confidence=self.min_detection_confidence,
+            )
+        return self._mesh
 
     def detect(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W[, 3]) -> float32 (N, 468, 2) in [0, 1], NaN where no face.
 
         MediaPipe's API takes one image per call, so this loops over the batch.
         """
+        mesh = self._face_mesh()
         rgb = _as_rgb(images)
         out = np.full((len(rgb), FACE_MESH_POINTS, 2), np.nan, dtype=np.float32)
         for i, image in enumerate(rgb):
-            result = self._mesh.process(np.ascontiguousarray(image))
+            result = mesh.process(np.ascontiguousarray(image))
             if result.multi_face_landmarks:
                 points = result.multi_face_landmarks[0].landmark
                 out[i] = [(p.x, p.y) for p in points]

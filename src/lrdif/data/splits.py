@@ -43,12 +43,14 @@ class DataSection:
 @dataclass
 class SplitData:
     """One split in memory: uint8 images (N, C, H, W), labels (N,) in the model's class
-    indices, and landmarks (N, P, 2) or None ("learned"), all on the training device."""
+    indices, landmarks (N, P, 2) or None ("learned"), and label distributions (N, K) in
+    the model's classes or None (soft targets off), all on the training device."""
 
     images: Tensor
     labels: Tensor
     landmarks: Tensor | None
     class_names: tuple[str, ...]
+    targets: Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,6 +67,17 @@ def read_split(
     workers = min(os.cpu_count() or 1, 4) if len(ds.samples) >= _PARALLEL_DECODE else 0
     images, labels = ds.load_all(workers=workers)
     return images, labels, tuple(ds.class_names)
+
+
+def read_label_distribution(
+    data: DataSection, split: str, *, limit: int | None = None
+) -> np.ndarray:
+    """float32 (N, K) label distributions of the images :func:`read_split` returns, in the
+    same order: normalised crowd votes where the data set has them (FERPlus), else one-hot."""
+    ds = DATASETS.build(data.dataset, root=data.root, split=split, **data.options)
+    if limit is not None:
+        ds.samples = ds.samples[:limit]
+    return ds.label_distribution()
 
 
 def label_map(data_classes: tuple[str, ...], model_classes: tuple[str, ...], where: str) -> Tensor:
@@ -93,14 +106,22 @@ def to_split_data(
     landmarks: np.ndarray | None,
     device: torch.device,
     where: str,
+    targets: np.ndarray | None = None,
 ) -> SplitData:
-    """Put a decoded split on ``device`` as uint8 NCHW, labels mapped to the model's classes."""
+    """Put a decoded split on ``device`` as uint8 NCHW, labels (and label distributions
+    ``targets`` (N, K_data), when given) mapped to the model's classes."""
     mapping = label_map(data_classes, model_classes, where)
+    model_targets = None
+    if targets is not None:
+        model_targets = torch.zeros(len(targets), len(model_classes))
+        model_targets[:, mapping] = torch.from_numpy(targets).float()
+        model_targets = model_targets.to(device)
     return SplitData(
         images=uint8_nchw(images).to(device),
         labels=mapping[torch.from_numpy(labels)].to(device),
         landmarks=None if landmarks is None else torch.from_numpy(landmarks).to(device),
         class_names=model_classes,
+        targets=model_targets,
     )
 
 

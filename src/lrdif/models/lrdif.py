@@ -63,6 +63,9 @@ class LRDifConfig:
     # Z and x_S2 to zero mean, unit variance per sample (fpen.normalize_epr), the noise's
     # scale; False keeps checkpoints trained before this option as they were.
     normalize_epr: bool = False
+    # E_I(x) joins the fusion transformer as one more token (udcformer.Fusion): the
+    # pretrained encoder reaches the classifier directly, not only through Z. Not in the paper.
+    image_token: bool = False
     udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
@@ -143,11 +146,12 @@ class _LRDifBase(nn.Module):
             kwargs=c.image_encoder_kwargs, weights=weights,
         )
 
-    def _build_udcformer(self) -> UDCformer:
+    def _build_udcformer(self, image_feature_dim: int) -> UDCformer:
         c = self.config
         return UDCformer(
             config=c.udcformer, in_channels=c.in_channels, image_size=c.image_size,
             num_classes=len(c.class_names), epr_dim=c.epr_dim,
+            image_feature_dim=image_feature_dim if c.image_token else None,
         )
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -175,7 +179,7 @@ class LRDifStage1(_LRDifBase):
         self, pretrained: bool, image_encoder_weights: Mapping[str, Tensor] | None
     ) -> None:
         self.fpen_s1 = self._build_fpen_s1(pretrained, image_encoder_weights)
-        self.udcformer = self._build_udcformer()
+        self.udcformer = self._build_udcformer(self.fpen_s1.image_encoder.out_dim)
 
     def forward(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
@@ -190,8 +194,10 @@ class LRDifStage1(_LRDifBase):
                              "(Eq. 1); only a stage 1 trained with label_dropout > 0 runs "
                              "without them")
         x = self.normalize(images)
-        z = self.fpen_s1(x, labels)  # (B, C), Eq. 1
-        logits, features = self.udcformer(x, z, landmarks)  # (B, K), (B, D)
+        e_i = self.fpen_s1.image_encoder(x)  # (B, D_I)
+        z = self.fpen_s1(x, labels, e_i)  # (B, C), Eq. 1
+        logits, features = self.udcformer(  # (B, K), (B, D)
+            x, z, landmarks, e_i if self.config.image_token else None)
         return ModelOutput(logits=logits, features=features, epr=z, epr_teacher=None)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -238,7 +244,7 @@ class LRDifStage2(_LRDifBase):
         # sample of the distribution training starts from, the same for every face.
         noise = torch.randn(c.epr_dim, generator=torch.Generator().manual_seed(0))
         self.register_buffer("inference_noise", noise, persistent=False)
-        self.udcformer = self._build_udcformer()
+        self.udcformer = self._build_udcformer(image_encoder.out_dim)
 
     @classmethod
     def from_stage1(
@@ -325,7 +331,8 @@ class LRDifStage2(_LRDifBase):
             with torch.no_grad():  # Eq. 1, frozen
                 z_teacher = self.teacher(x, labels, e_i if self.shares_image_encoder else None)
         epr = self.estimate_epr(x_s2, z_teacher)  # (B, C), Eq. 16 x T
-        logits, features = self.udcformer(x, epr, landmarks)
+        logits, features = self.udcformer(x, epr, landmarks,
+                                          e_i if self.config.image_token else None)
         return ModelOutput(logits=logits, features=features, epr=epr, epr_teacher=z_teacher)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:

@@ -169,16 +169,25 @@ class Fusion(nn.Module):
     so 3 * 36 = 108 tokens at 48x48, 3 * 49 = 147 at 112x112) and projected to
     ``dim``; learned position embeddings mark both position and scale.
 
-    Shapes: ``features[i]``, ``outputs[i]`` (B, d_i, s_i, s_i) -> (B, dim).
+    ``image_feature_dim`` D_I: the image encoder's features E_I(x) join as one more token
+    (projected to ``dim``), so the pretrained encoder reaches the classifier directly and
+    not only through the EPR, as POSTER++ feeds its backbone's features to its fusion.
+    An addition to the paper (``LRDifConfig.image_token``); None: the paper's tokens.
+
+    Shapes: ``features[i]``, ``outputs[i]`` (B, d_i, s_i, s_i), ``image_features``
+    (B, D_I) or None -> (B, dim).
     """
 
     def __init__(self, *, dims: Sequence[int], grid: int, dim: int, depth: int, heads: int,
-                 mlp_ratio: float) -> None:
+                 mlp_ratio: float, image_feature_dim: int | None = None) -> None:
         super().__init__()
         self.grid = grid
         self.to_tokens = nn.ModuleList(nn.Linear(2 * d, dim) for d in dims)
+        self.to_image_token = (None if image_feature_dim is None
+                               else nn.Linear(image_feature_dim, dim))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + len(dims) * grid * grid, dim))
+        extra = 0 if image_feature_dim is None else 1
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + extra + len(dims) * grid * grid, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
@@ -186,8 +195,14 @@ class Fusion(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, features: Sequence[Tensor], outputs: Sequence[Tensor]) -> Tensor:
+    def forward(self, features: Sequence[Tensor], outputs: Sequence[Tensor],
+                image_features: Tensor | None = None) -> Tensor:
+        if (image_features is None) != (self.to_image_token is None):
+            raise ValueError("Fusion: image_features must be given exactly when the fusion "
+                             "was built with image_feature_dim (LRDifConfig.image_token)")
         tokens = []
+        if self.to_image_token is not None:
+            tokens.append(self.to_image_token(image_features).unsqueeze(1))  # b 1 D
         for to_tokens, f, o in zip(self.to_tokens, features, outputs, strict=True):
             x = torch.cat([f, o], dim=1)  # Eq. 10: b (two d) s s
             if x.shape[-1] != self.grid:
@@ -209,15 +224,17 @@ class UDCformer(nn.Module):
         image_size: side of the square input; must be allowed (see module docstring).
         num_classes: K.
         epr_dim: width C of the EPR ``Z``.
+        image_feature_dim: D_I when E_I(x) joins the fusion as a token (:class:`Fusion`).
 
-    ``forward(x, epr, landmarks=None)``: ``x`` (B, C_in, H, W) already normalised,
-    ``epr`` (B, C), ``landmarks`` (B, 468, 2) face-mesh points ``(x, y)`` in [0, 1] with
-    NaN rows for samples without a face, or None (learned landmark maps for all) ->
-    ``logits`` (B, K), ``features`` (B, fusion_dim).
+    ``forward(x, epr, landmarks=None, image_features=None)``: ``x`` (B, C_in, H, W) already
+    normalised, ``epr`` (B, C), ``landmarks`` (B, 468, 2) face-mesh points ``(x, y)`` in
+    [0, 1] with NaN rows for samples without a face, or None (learned landmark maps for
+    all), ``image_features`` (B, D_I) E_I(x) or None -> ``logits`` (B, K), ``features``
+    (B, fusion_dim).
     """
 
     def __init__(self, *, config: UDCformerConfig, in_channels: int, image_size: int,
-                 num_classes: int, epr_dim: int) -> None:
+                 num_classes: int, epr_dim: int, image_feature_dim: int | None = None) -> None:
         super().__init__()
         _check_image_size(image_size, config.max_level1_size)
         self.config = config
@@ -237,7 +254,8 @@ class UDCformer(nn.Module):
                                  mlp_ratio=config.dil_mlp_ratio)
         self.fusion = Fusion(dims=config.dims, grid=window, dim=config.fusion_dim,
                              depth=config.fusion_depth, heads=config.fusion_heads,
-                             mlp_ratio=config.fusion_mlp_ratio)
+                             mlp_ratio=config.fusion_mlp_ratio,
+                             image_feature_dim=image_feature_dim)
         self.classifier = nn.Linear(config.fusion_dim, num_classes)
         self.to(memory_format=torch.channels_last)
 
@@ -253,8 +271,8 @@ class UDCformer(nn.Module):
             raise ValueError(f"UDCformer expects an EPR of shape (B={x.shape[0]}, "
                              f"{self.epr_dim}), got {tuple(epr.shape)}")
 
-    def forward(self, x: Tensor, epr: Tensor,
-                landmarks: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, epr: Tensor, landmarks: Tensor | None = None,
+                image_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check_inputs(x, epr)
         x = x.contiguous(memory_format=torch.channels_last)
         features = self.dtnet(x, epr)  # F_1, F_2, F_3
@@ -262,5 +280,5 @@ class UDCformer(nn.Module):
             landmarks = landmarks.to(device=x.device, dtype=x.dtype)
         landmark_maps = self.landmark_encoder(landmarks, x.shape[0])  # X_flm at 3 scales
         outputs = self.dilnet(landmark_maps, features)  # O_1, O_2, O_3
-        pooled = self.fusion(features, outputs)  # b D
+        pooled = self.fusion(features, outputs, image_features)  # b D
         return self.classifier(pooled), pooled

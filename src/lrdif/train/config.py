@@ -74,6 +74,13 @@ class TrainConfig:
     tensorboard: bool = False  # needs the `tensorboard` package
     # Training targets (1 - eps) one-hot + eps / K (Szegedy et al. 2016); 0: the labels.
     label_smoothing: float = 0.0
+    # Train on the data set's label distributions (FERPlus: the crowd's votes) instead of
+    # one-hot labels; selection and evaluation stay on the labels (the 8-class protocol).
+    soft_targets: bool = False
+    # tau of the logit-adjusted loss (Menon et al. 2021): the training loss sees
+    # logits + tau log(prior), the prior being the training split's class frequencies, so
+    # rare classes need larger margins; predictions use the plain logits. 0: plain loss.
+    logit_adjustment: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -81,6 +88,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.logit_adjustment < 0:
+            raise ConfigError(f"logit_adjustment must be >= 0, got {self.logit_adjustment}")
         if self.save_every_steps < 0:
             raise ConfigError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
         if self.model.name == "lrdif_s2" and not self.model.init_from:

@@ -42,8 +42,14 @@ from tqdm import tqdm
 from lrdif.checkpoint import save_checkpoint
 from lrdif.config import ConfigError, from_dict
 from lrdif.data import transforms
-from lrdif.data.splits import SplitData, read_split, split_landmarks, to_split_data
-from lrdif.losses import smoothed_targets
+from lrdif.data.splits import (
+    SplitData,
+    read_label_distribution,
+    read_split,
+    split_landmarks,
+    to_split_data,
+)
+from lrdif.losses import logit_adjustment_offset, smoothed_targets
 from lrdif.metrics import evaluate_split
 from lrdif.train import distributed
 from lrdif.train.build import build_model_and_optimizer, model_class_names
@@ -124,6 +130,7 @@ class Run:
     autocast: AbstractContextManager
     meta: dict[str, Any]  # what every checkpoint of the run records
     writer: Any  # TensorBoard's SummaryWriter on rank 0 (tensorboard: true), else None
+    logit_offset: Tensor | None  # (K,) tau log(prior) added to the logits in the loss
 
     @property
     def steps_per_epoch(self) -> int:
@@ -203,6 +210,9 @@ def prepare_run(
         meta=run_meta(config, world_size=ctx.world_size, num_train=len(train),
                       num_val=len(val)),
         writer=open_tensorboard(config, out) if ctx.is_main else None,
+        logit_offset=(logit_adjustment_offset(train.labels, len(train.class_names),
+                                              config.logit_adjustment).to(ctx.device)
+                      if config.logit_adjustment > 0 else None),
     )
     _warn_slow_bf16(config, ctx)
     return run
@@ -222,22 +232,24 @@ def load_splits(
 ) -> tuple[SplitData, SplitData]:
     """The training and validation splits, decoded once and kept in memory as uint8 on the
     training device (FERPlus train is 58 MB), labels in the model's classes, landmarks
-    cached under ``out``."""
+    cached under ``out``; with ``soft_targets`` the training split's label distributions."""
     d = config.data
     train_np, train_y, data_classes = read_split(d, d.train_split, limit=config.limit_train)
     val_np, val_y, val_classes = read_split(d, d.val_split)
     model_classes, where = model_class_names(config, data_classes)
+    train_targets = (read_label_distribution(d, d.train_split, limit=config.limit_train)
+                     if config.soft_targets else None)
 
     def to_device(images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...],
-                  split: str) -> SplitData:
+                  split: str, targets: np.ndarray | None = None) -> SplitData:
         landmarks = split_landmarks(
             d.landmarks, images, out / "landmarks" / f"{split}.npz", is_main=ctx.is_main,
             barrier=lambda: distributed.barrier(ctx),
         )
         return to_split_data(images, labels, classes, model_classes, landmarks=landmarks,
-                             device=ctx.device, where=where)
+                             device=ctx.device, where=where, targets=targets)
 
-    return (to_device(train_np, train_y, data_classes, d.train_split),
+    return (to_device(train_np, train_y, data_classes, d.train_split, train_targets),
             to_device(val_np, val_y, val_classes, d.val_split))
 
 
@@ -291,14 +303,17 @@ def train_step(
 ) -> int:
     """One optimiser step on batch ``step`` of ``order`` at learning rate ``lr``; adds the
     batch's losses and correct predictions to ``sums``; returns the batch's size."""
-    x, y, landmarks = _batch(run, epoch, step, order)
+    x, y, landmarks, distributions = _batch(run, epoch, step, order)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     torch.manual_seed(derive_seed(run.config.seed, _MODEL, epoch, step, run.ctx.rank))
     with run.autocast:
         output = run.net(x, landmarks=landmarks, labels=y)
-    targets = smoothed_targets(y, len(run.train.class_names), run.config.label_smoothing)
-    losses = run.model.loss(output, targets)
+    targets = smoothed_targets(y if distributions is None else distributions,
+                               len(run.train.class_names), run.config.label_smoothing)
+    adjusted = (output if run.logit_offset is None
+                else output._replace(logits=output.logits + run.logit_offset))
+    losses = run.model.loss(adjusted, targets)
     loss = losses["total"]
     _check_finite(run, float(loss.detach()), epoch, step)
     run.optimizer.zero_grad(set_to_none=True)
@@ -315,9 +330,11 @@ def train_step(
     return m
 
 
-def _batch(run: Run, epoch: int, step: int, order: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-    """This process's share of batch ``step``: augmented images (float, [0, 1]), labels and
-    landmarks (or None)."""
+def _batch(
+    run: Run, epoch: int, step: int, order: Tensor
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """This process's share of batch ``step``: augmented images (float, [0, 1]), labels,
+    landmarks (or None) and label distributions (or None)."""
     ctx, batch = run.ctx, run.config.batch_size
     local = batch // ctx.world_size
     chosen = order[step * batch : (step + 1) * batch]
@@ -326,7 +343,8 @@ def _batch(run: Run, epoch: int, step: int, order: Tensor) -> tuple[Tensor, Tens
     x = run.augment(run.train.images[index].float().div_(255), gen)
     fmt = torch.channels_last if run.config.channels_last else torch.contiguous_format
     landmarks = None if run.train.landmarks is None else run.train.landmarks[index]
-    return x.contiguous(memory_format=fmt), run.train.labels[index], landmarks
+    targets = None if run.train.targets is None else run.train.targets[index]
+    return x.contiguous(memory_format=fmt), run.train.labels[index], landmarks, targets
 
 
 def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
