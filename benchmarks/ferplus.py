@@ -289,17 +289,20 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     common = [*smoke, f"data.root={root}"]
     encoder = encoder_run(args.recipe)
     recipe = {stage: f"{args.recipe}_{stage}" for stage in (encoder, "s1", "s2")}
+    # per-stage overrides (benchmarks/gpu_recipe.py: epochs, batch, device options)
+    extra: dict[str, list[str]] = getattr(args, "stage_overrides", None) or {}
     methods = summary.setdefault("methods", {})
 
-    encoder_config = _config(recipe[encoder], common)
+    encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
     encoder_best = run_train(encoder_config, out / encoder)
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
                                       cache_dir=out / "landmarks")
     _save(work, name, summary)
 
     s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
-    s1 = run_train(_config(recipe["s1"], s1_overrides), out / "lrdif_s1")
-    s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}"])
+    s1 = run_train(_config(recipe["s1"], [*s1_overrides, *extra.get("s1", [])]),
+                   out / "lrdif_s1")
+    s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}", *extra.get("s2", [])])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
     if load_checkpoint(s1).config.get("label_dropout", 0) > 0:  # the path stage 2 inherits

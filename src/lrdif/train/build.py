@@ -38,7 +38,8 @@ def build_model_and_optimizer(
     config: TrainConfig, class_names: tuple[str, ...], images: Tensor, device: torch.device
 ) -> tuple[nn.Module, torch.optim.Optimizer, list[nn.Parameter]]:
     """The model (on ``device``, checked against the training ``images``), Adam over its
-    trainable parameters (paper Sec. 4.2), and those parameters."""
+    trainable parameters (paper Sec. 4.2; the fused kernel on CUDA unless
+    ``optim.fused: false``), and those parameters."""
     model = build_model(
         config, class_names=class_names, in_channels=images.shape[1], image_size=images.shape[2]
     ).to(device)
@@ -47,10 +48,12 @@ def build_model_and_optimizer(
         model = model.to(memory_format=torch.channels_last)
     groups = parameter_groups(model, config.optim.lr_scale)
     params = [p for group in groups for p in group["params"]]
+    fused = config.optim.fused if config.optim.fused is not None else device.type == "cuda"
     optimizer = torch.optim.Adam(
         groups, lr=config.optim.lr, betas=config.optim.betas,
         weight_decay=config.optim.weight_decay,
         decoupled_weight_decay=config.optim.decoupled_weight_decay,
+        fused=True if fused else None,  # None: torch's default (for-each) update
     )
     return model, optimizer, params
 

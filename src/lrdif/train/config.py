@@ -51,6 +51,15 @@ class OptimSection:
     # LR multipliers by parameter-name prefix, e.g. {"fpen_s1.image_encoder": 0.1} trains a
     # pretrained E_I ten times slower than the parts that start from scratch.
     lr_scale: dict[str, float] = field(default_factory=dict)
+    # The fused Adam kernel (one launch for every parameter; CUDA's fastest). null: on CUDA
+    # only, so CPU runs keep the default (for-each) update and its bytes.
+    fused: bool | None = None
+    # The learning rate for another batch size: lr is the peak LR at base_batch_size, and a
+    # run at batch_size B trains at lr * (B / base_batch_size) ("linear": Goyal et al. 2017,
+    # for SGD) or lr * sqrt(B / base_batch_size) ("sqrt": Malladi et al. 2022, the rule for
+    # Adam); "none" leaves lr as given.
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    base_batch_size: int = 64
 
 
 @dataclass
@@ -81,6 +90,13 @@ class TrainConfig:
     # logits + tau log(prior), the prior being the training split's class frequencies, so
     # rare classes need larger margins; predictions use the plain logits. 0: plain loss.
     logit_adjustment: float = 0.0
+    # torch.compile the network a training step calls (CUDA: fuses the small kernels of
+    # batch-norm, activations and attention; the first steps pay the compilation).
+    compile: bool = False
+    # Read the loss on the host after every step to stop at the first NaN (null: on CPU,
+    # where reading is free). Off, the loss and accuracy sums stay on the device and are
+    # read (and checked) once an epoch and at each resume save: no step waits for the GPU.
+    check_every_step: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -90,6 +106,10 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.logit_adjustment < 0:
             raise ConfigError(f"logit_adjustment must be >= 0, got {self.logit_adjustment}")
+        if self.optim.base_batch_size < 1:
+            raise ConfigError(
+                f"optim.base_batch_size must be >= 1, got {self.optim.base_batch_size}"
+            )
         if self.save_every_steps < 0:
             raise ConfigError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
         if self.model.name == "lrdif_s2" and not self.model.init_from:

@@ -13,6 +13,15 @@ order of epoch ``e`` is a permutation seeded by (seed, e); the augmentation of s
 moments and the step counters: a run resumed from any saved step (even after SIGKILL)
 ends with the same weights, bit for bit on CPU, as an uninterrupted one.
 
+Device-resident training (issue 14): the split's images, labels and landmarks live on the
+training device, the epoch's order is moved there once, augmentation runs batched there
+(:class:`lrdif.data.transforms.Augment` with a generator on that device), and the loss
+and accuracy sums are accumulated in a float64 tensor there. With ``check_every_step``
+off (the default off the CPU) nothing in a step waits for the device: the sums are read,
+and checked for NaN, once an epoch and at each resume save. On CPU the step is the same
+computation as before (same bytes); CUDA adds the fused Adam, and ``bf16``,
+``channels_last`` and ``compile`` are options.
+
 Selection uses the validation split only; the test split is never read here.
 
 Where things are: :func:`prepare_run` (data, model, optimiser, DDP, logging), the epoch
@@ -86,19 +95,31 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
     return g
 
 
-def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
-    """Learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule."""
+def peak_lr(config: TrainConfig) -> float:
+    """``optim.lr`` for this run's batch size by ``optim.lr_scaling``: times
+    B / base_batch_size ("linear", Goyal et al. 2017) or its square root ("sqrt", the
+    square-root rule for Adam, Malladi et al. 2022); "none" keeps ``optim.lr``."""
     o = config.optim
+    ratio = config.batch_size / o.base_batch_size
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[o.lr_scaling]
+    return o.lr if o.lr_scaling == "none" else o.lr * factor
+
+
+def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Learning rate of optimiser step ``step`` (0-based): linear warm-up to
+    :func:`peak_lr`, then the schedule."""
+    o = config.optim
+    lr = peak_lr(config)
     epoch = step / steps_per_epoch
     if o.warmup_epochs > 0 and epoch < o.warmup_epochs:
-        return o.lr * (step + 1) / (o.warmup_epochs * steps_per_epoch)
+        return lr * (step + 1) / (o.warmup_epochs * steps_per_epoch)
     if o.schedule == "cosine":
         span = max(config.epochs - o.warmup_epochs, 1e-12)
         progress = min((epoch - o.warmup_epochs) / span, 1.0)
-        return o.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if o.schedule == "step":
-        return o.lr * o.step_gamma ** int(epoch // o.step_epochs)
-    return o.lr
+        return lr * o.step_gamma ** int(epoch // o.step_epochs)
+    return lr
 
 
 # --------------------------------------------------------------------------- the run
@@ -128,6 +149,7 @@ class Run:
     progress: Progress
     augment: transforms.Augment
     autocast: AbstractContextManager
+    check_every_step: bool  # read the loss after every step (see TrainConfig)
     meta: dict[str, Any]  # what every checkpoint of the run records
     writer: Any  # TensorBoard's SummaryWriter on rank 0 (tensorboard: true), else None
     logit_offset: Tensor | None  # (K,) tau log(prior) added to the logits in the loss
@@ -195,18 +217,22 @@ def prepare_run(
         config, train.class_names, train.images, ctx.device
     )
     progress = load_resume(out / RESUME_FILE, model, optimizer, config) if resume else Progress()
-    net = model
+    net: nn.Module = model
     if ctx.distributed:
         device = ctx.device
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    if config.compile:
+        net = torch.compile(net)  # type: ignore[assignment]
+    check = config.check_every_step
     run = Run(
         config=config, out=out, ctx=ctx, train=train, val=val, model=model, net=net,
         optimizer=optimizer, params=params, progress=progress,
         augment=from_dict(transforms.Augment, config.data.augment, where="data.augment"),
         autocast=(torch.autocast(ctx.device.type, dtype=torch.bfloat16) if config.bf16
                   else nullcontext()),
+        check_every_step=ctx.device.type == "cpu" if check is None else check,
         meta=run_meta(config, world_size=ctx.world_size, num_train=len(train),
                       num_val=len(val)),
         writer=open_tensorboard(config, out) if ctx.is_main else None,
@@ -273,36 +299,55 @@ def epoch_order(config: TrainConfig, epoch: int, n: int) -> Tensor:
 
 def run_epoch(run: Run, epoch: int) -> EpochStats:
     """Train one epoch, from the saved step when the run resumes mid-epoch."""
-    config, progress = run.config, run.progress
+    config, progress, device = run.config, run.progress, run.ctx.device
     run.net.train()
-    order = epoch_order(config, epoch, len(run.train))
+    order = epoch_order(config, epoch, len(run.train)).to(device)  # once, not per step
     bar = tqdm(
         total=run.steps_per_epoch, initial=progress.step_in_epoch, disable=not run.ctx.is_main,
         desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True,
     )
-    sums = progress.sums or dict.fromkeys(_SUMS, 0.0)
+    sums = sums_tensor(progress.sums, device)  # (len(_SUMS),) float64, on the device
     started, images = time.perf_counter(), 0
     for step in range(progress.step_in_epoch, run.steps_per_epoch):
         lr = lr_at(config, progress.global_step, run.steps_per_epoch)
         images += train_step(run, epoch, step, order, lr, sums)
         progress.step_in_epoch, progress.global_step = step + 1, progress.global_step + 1
-        progress.sums = sums
         bar.update(1)
-        bar.set_postfix(loss=f"{sums['total'] / sums['seen']:.4f}", lr=f"{lr:.2e}")
+        if run.check_every_step:  # the host has read the loss anyway
+            bar.set_postfix(loss=f"{float(sums[0] / sums[-1]):.4f}", lr=f"{lr:.2e}")
         every = config.save_every_steps
         if every and progress.global_step % every == 0 and step + 1 < run.steps_per_epoch:
+            progress.sums = read_sums(run, sums, epoch, step)
             if run.ctx.is_main:
                 save_resume(run.out / RESUME_FILE, run.model, run.optimizer, progress, config)
             distributed.barrier(run.ctx)
+    progress.sums = read_sums(run, sums, epoch, run.steps_per_epoch - 1)
+    seconds = time.perf_counter() - started  # read_sums waited for the device's last step
     bar.close()
-    return EpochStats(sums=sums, images=images, seconds=time.perf_counter() - started)
+    return EpochStats(sums=progress.sums, images=images, seconds=seconds)
+
+
+def sums_tensor(sums: dict[str, float], device: torch.device) -> Tensor:
+    """The running sums of :data:`_SUMS` as a float64 tensor on ``device`` (zeros if empty)."""
+    return torch.tensor([sums.get(k, 0.0) for k in _SUMS], dtype=torch.float64, device=device)
+
+
+def read_sums(run: Run, sums: Tensor, epoch: int, step: int) -> dict[str, float]:
+    """The device's running sums on the host (one synchronisation); a NaN or infinite
+    loss in any step so far makes the summed loss non-finite and stops the run."""
+    values = dict(zip(_SUMS, sums.tolist(), strict=True))
+    if not run.check_every_step:
+        _check_finite(run, values["total"], epoch, step, deferred=True)
+    return values
 
 
 def train_step(
-    run: Run, epoch: int, step: int, order: Tensor, lr: float, sums: dict[str, float]
+    run: Run, epoch: int, step: int, order: Tensor, lr: float, sums: Tensor
 ) -> int:
     """One optimiser step on batch ``step`` of ``order`` at learning rate ``lr``; adds the
-    batch's losses and correct predictions to ``sums``; returns the batch's size."""
+    batch's losses (times its size), correct predictions and size to ``sums`` (on the
+    device, :data:`_SUMS` order); returns the batch's size. With ``check_every_step`` off
+    nothing here waits for the device."""
     x, y, landmarks, distributions = _batch(run, epoch, step, order)
     for group in run.optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
@@ -315,18 +360,19 @@ def train_step(
                 else output._replace(logits=output.logits + run.logit_offset))
     losses = run.model.loss(adjusted, targets)
     loss = losses["total"]
-    _check_finite(run, float(loss.detach()), epoch, step)
+    if run.check_every_step:
+        _check_finite(run, float(loss.detach()), epoch, step)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if run.config.optim.grad_clip is not None:
         nn.utils.clip_grad_norm_(run.params, run.config.optim.grad_clip)
     run.optimizer.step()
     m = len(y)
-    for key in ("total", "ce", "kl"):
-        if key in losses:
-            sums[key] += float(losses[key].detach()) * m
-    sums["correct"] += float((output.logits.argmax(1) == y).sum())
-    sums["seen"] += m
+    zero = torch.zeros((), dtype=torch.float64, device=sums.device)
+    terms = [losses[k].detach().double() * m if k in losses else zero
+             for k in ("total", "ce", "kl")]
+    correct = (output.logits.argmax(1) == y).sum().double()
+    sums += torch.stack([*terms, correct, torch.full_like(zero, m)])
     return m
 
 
@@ -338,7 +384,7 @@ def _batch(
     ctx, batch = run.ctx, run.config.batch_size
     local = batch // ctx.world_size
     chosen = order[step * batch : (step + 1) * batch]
-    index = chosen[ctx.rank * local : (ctx.rank + 1) * local].to(ctx.device)
+    index = chosen[ctx.rank * local : (ctx.rank + 1) * local]  # on the device already
     gen = _generator(derive_seed(run.config.seed, _AUGMENT, epoch, step, ctx.rank), ctx.device)
     x = run.augment(run.train.images[index].float().div_(255), gen)
     fmt = torch.channels_last if run.config.channels_last else torch.contiguous_format
@@ -347,11 +393,14 @@ def _batch(
     return x.contiguous(memory_format=fmt), run.train.labels[index], landmarks, targets
 
 
-def _check_finite(run: Run, value: float, epoch: int, step: int) -> None:
+def _check_finite(
+    run: Run, value: float, epoch: int, step: int, *, deferred: bool = False
+) -> None:
     if distributed.any_rank(run.ctx, not math.isfinite(value)):
         kept = run.out / "last.safetensors"
+        where = f"by step {step + 1}, the summed" if deferred else f"step {step + 1}: the"
         raise TrainingDiverged(
-            f"epoch {epoch + 1} step {step + 1}: the training loss is {value} "
+            f"epoch {epoch + 1} {where} training loss is {value} "
             f"(NaN or inf); stopped. The last good checkpoint is kept"
             f"{f' ({kept})' if kept.exists() else ''}; lower optim.lr, set "
             "optim.grad_clip, or turn bf16 off"
