@@ -171,6 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
+    commit = git_commit()  # before this run writes its own results
     torch.manual_seed(0)
     crops, crop_source = load_faces(args.faces)
     faces = list(crops)
@@ -221,7 +222,7 @@ def main() -> None:
         header = ["# Prediction speed (benchmarks/bench_predict.py)", "",
                   f"- Command: `{command}`",
                   f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}, commit "
-                  f"{git_commit()}", f"- Weights: `{portable_path(DEFAULT_WEIGHTS, ROOT)}`", ""]
+                  f"{commit}", f"- Weights: `{portable_path(DEFAULT_WEIGHTS, ROOT)}`", ""]
         with atomic_write(args.md, "w") as handle:
             handle.write("\n".join(header + lines) + "\n")
 
