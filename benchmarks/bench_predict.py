@@ -2,9 +2,11 @@
 
 Measures, in one run on one machine:
 
-1. faces per second on pre-cropped 48x48 faces (FERPlus test crops when present),
-   batch 64, through ``Recognizer.predict(faces, detect=False)``, for the shipped LRDif
-   stage 2 (T = 4, the frozen ResNet-18 trunk as E_I) and for the ResNet-18 baseline;
+1. faces per second on pre-cropped 48x48 faces (FERPlus test crops when present)
+   through ``Recognizer.predict(faces, detect=False)``, for the shipped LRDif stage 2
+   (T = 4) in float32 one face at a time (batch 1), in float32 batched (batch 64, the
+   default) and in bf16 autocast batched (``precision="bfloat16"``), and for the
+   ResNet-18 baseline; with each model's forward cost in MFLOP per face;
 2. the share of LRDif's time spent in the reverse diffusion loop (Eq. 16 x T);
 3. end-to-end latency on one 640x480 JPEG photo with one face (decode, Haar
    detection, crop, model), median of repeated runs;
@@ -16,12 +18,14 @@ Measures, in one run on one machine:
    (fer's own requirements pull CUDA PyTorch and facenet for MTCNN, unused here).
 
 Speed does not depend on training: LRDif is the shipped file, the ResNet-18 freshly
-initialised; no accuracy is reported. Run: ``python benchmarks/bench_predict.py [--threads 2]``.
+initialised; no accuracy is reported. Run: ``python benchmarks/bench_predict.py [--threads 2]
+[--md benchmarks/results/predict.md]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -38,8 +42,10 @@ import torch
 
 from lrdif.checkpoint import save_checkpoint
 from lrdif.data.images import read_image
+from lrdif.io import atomic_write, atomic_write_json, portable_path, portable_paths
 from lrdif.models.baselines import ResNet18
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS, Recognizer
+from lrdif.train.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 FERPLUS_TEST = ROOT.parent / "shared" / "data" / "ferplus" / "FER2013Test"
@@ -86,6 +92,17 @@ def make_photo(folder: Path) -> Path:
     path = folder / "photo640x480.jpg"
     cv2.imwrite(str(path), cv2.cvtColor(photo, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     return path
+
+
+def mflop_per_face(recognizer: Recognizer) -> float:
+    """The model's forward cost (multiply-adds counted as 2 FLOP) on one 48x48 face."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = recognizer.model.config
+    images = torch.rand(4, c.in_channels, c.image_size, c.image_size)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        recognizer.model(images)
+    return counter.get_total_flops() / 4 / 1e6
 
 
 def faces_per_second(recognizer: Recognizer, faces: list[np.ndarray], repeats: int) -> float:
@@ -150,9 +167,11 @@ def main() -> None:
     parser.add_argument("--latency-repeats", type=int, default=20)
     parser.add_argument("--fer-python", help="a python with the fer package installed")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--md", help="also write the table, command, date and commit here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
+    commit = git_commit()  # before this run writes its own results
     torch.manual_seed(0)
     crops, crop_source = load_faces(args.faces)
     faces = list(crops)
@@ -162,30 +181,50 @@ def main() -> None:
         photo = make_photo(folder)
         baseline = folder / "resnet18.safetensors"
         save_checkpoint(baseline, ResNet18().eval(), meta={})
-        models = {"LRDif stage 2 (shipped, T=4)": DEFAULT_WEIGHTS, "ResNet-18": baseline}
-        for name, path in models.items():
-            recognizer = Recognizer.from_checkpoint(path, device="cpu", batch_size=64)
-            row = {"faces_per_s": faces_per_second(recognizer, faces, args.repeats)}
+        models = {  # name: (weights, batch size, precision)
+            "LRDif stage 2 (shipped, T=4), fp32, one at a time": (DEFAULT_WEIGHTS, 1, "float32"),
+            "LRDif stage 2 (shipped, T=4), fp32, batch 64": (DEFAULT_WEIGHTS, 64, "float32"),
+            "LRDif stage 2 (shipped, T=4), bf16, batch 64": (DEFAULT_WEIGHTS, 64, "bfloat16"),
+            "ResNet-18, fp32, batch 64": (baseline, 64, "float32"),
+        }
+        for name, (path, batch, precision) in models.items():
+            recognizer = Recognizer.from_checkpoint(path, device="cpu", batch_size=batch,
+                                                    precision=precision)
+            row = {"faces_per_s": faces_per_second(recognizer, faces, args.repeats),
+                   "mflop_per_face": mflop_per_face(recognizer)}
             row["latency_ms"], row["latency_best_ms"], row["faces_found"] = latency_ms(
                 recognizer, photo, args.latency_repeats)
-            if path == DEFAULT_WEIGHTS:
+            if path == DEFAULT_WEIGHTS and batch > 1 and precision == "float32":
                 row["diffusion_share"] = diffusion_share(recognizer, crops[:, None])
             results[name] = row
         if args.fer_python:
             results["fer 25 (TFLite, Haar)"] = run_fer(args.fer_python, photo, crops, folder,
                                                        args.latency_repeats)
-    print(f"CPU ({os.cpu_count()} cores, load average {load_before:.1f} before and "
-          f"{os.getloadavg()[0]:.1f} after), {args.threads} torch thread(s), {len(faces)} "
-          f"{crop_source}, batch 64; latency: one 640x480 JPEG with one face")
-    print("| model | faces/s (pre-cropped, best) | latency ms (median / best) | faces found "
-          "| time in diffusion loop |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    lines = [
+        f"CPU ({os.cpu_count()} cores, load average {load_before:.1f} before and "
+        f"{os.getloadavg()[0]:.1f} after), {args.threads} torch thread(s), {len(faces)} "
+        f"{crop_source}; latency: one 640x480 JPEG with one face",
+        "",
+        "| model | faces/s (pre-cropped, best) | MFLOP/face | latency ms (median / best) "
+        "| faces found | time in diffusion loop |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, row in results.items():
         share = f"{100 * row['diffusion_share']:.1f}%" if "diffusion_share" in row else "-"
-        print(f"| {name} | {row['faces_per_s']:.0f} | {row['latency_ms']:.1f} / "
-              f"{row['latency_best_ms']:.1f} | {row['faces_found']} | {share} |")
+        flop = f"{row['mflop_per_face']:.0f}" if "mflop_per_face" in row else "-"
+        lines.append(f"| {name} | {row['faces_per_s']:.0f} | {flop} | {row['latency_ms']:.1f} / "
+                     f"{row['latency_best_ms']:.1f} | {row['faces_found']} | {share} |")
+    print("\n".join(lines))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
+    if args.md:
+        command = "python " + " ".join(portable_paths(a, ROOT) for a in sys.argv)
+        header = ["# Prediction speed (benchmarks/bench_predict.py)", "",
+                  f"- Command: `{command}`",
+                  f"- Date: {datetime.datetime.now().isoformat(timespec='minutes')}, commit "
+                  f"{commit}", f"- Weights: `{portable_path(DEFAULT_WEIGHTS, ROOT)}`", ""]
+        with atomic_write(args.md, "w") as handle:
+            handle.write("\n".join(header + lines) + "\n")
 
 
 if __name__ == "__main__":

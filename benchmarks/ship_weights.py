@@ -1,13 +1,19 @@
 """Ship a trained stage-2 checkpoint as lrdif's default model, with its model card.
 
     python benchmarks/ship_weights.py [--checkpoint CKPT] [--clean DIR] [--udc NAME=DIR ...]
+        [--calibration-data NAME=DIR]
 
 Copies ``CKPT`` (default: the UDC-FERPlus LRDif stage 2 of ``benchmarks/ferplus.py``)
-to ``src/lrdif/weights/lrdif_s2_udc_ferplus.safetensors`` with its local paths made
-relative, then measures *that file* with the project's evaluation code on the test
-split of clean FERPlus and of every UDC version given, and writes
+to ``src/lrdif/weights/lrdif_s2_udc_ferplus.safetensors`` for inference only (without
+the frozen stage-1 teacher, which inference never calls: ``save_checkpoint(leave_out=
+("teacher",))``), with its local paths made relative and a temperature fitted on the
+validation split of the data it was trained on (``lrdif.calibration.fit_temperature``;
+``meta["calibration"]``, applied by ``lrdif.Recognizer``). The file must hold at most
+25 MB and give the training checkpoint's logits exactly. Then measures *that file* with
+the project's evaluation code on the test split of clean FERPlus and of every UDC version
+given (accuracy, per-class recall, ECE before and after the temperature), and writes
 ``src/lrdif/weights/MODEL_CARD.md`` from those measurements and the checkpoint's own
-metadata (config, commit, data manifest). The policy is in ``src/lrdif/weights/README.md``.
+metadata (config, commit, data manifests). The policy is in ``src/lrdif/weights/README.md``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from typing import Any
 
 import torch
 
+from lrdif.calibration import calibration_meta, calibration_summary, fit_temperature, nll
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
+from lrdif.config import from_dict
+from lrdif.data.splits import DataSection
 from lrdif.evaluate.studies import checkpoint_data_section, evaluate_checkpoint
 from lrdif.io import atomic_write, file_sha256, portable_paths
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
@@ -33,7 +42,8 @@ from lrdif.train.provenance import git_commit
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / "work" / "full"
-MAX_BYTES = 64 * 1024 * 1024
+MAX_BYTES = 25_000_000  # issue 13: at most 25 MB
+LEAVE_OUT = ("teacher",)  # the frozen FPEN_S1: stage-2 inference never calls it
 PAPER_UDC_FERPLUS = 84.89  # paper Table 3
 SHORT = {"neutral": "ne", "happiness": "ha", "surprise": "su", "sadness": "sa", "anger": "an",
          "disgust": "di", "fear": "fe", "contempt": "co"}
@@ -45,8 +55,32 @@ def _relative(value: Any) -> Any:
     return portable_paths(value, REPO)
 
 
-def ship(checkpoint: Path, target: Path) -> dict[str, Any]:
-    """Re-save ``checkpoint`` at ``target`` (same tensors, relative paths in the metadata)."""
+def training_data(checkpoint: Path) -> DataSection:
+    """The data section ``checkpoint`` was trained on (its validation split fits T)."""
+    trained = load_checkpoint(checkpoint).meta.get("train_config", {}).get("data")
+    if not trained:
+        raise SystemExit(f"{checkpoint}: no train_config.data in its metadata; pass "
+                         "--calibration-data NAME=DIR (a FERPlus-layout root)")
+    return from_dict(DataSection, trained, where=f"{checkpoint} train_config.data")
+
+
+def fit_calibration(checkpoint: Path, data: DataSection, cache_dir: Path) -> dict[str, Any]:
+    """Temperature scaling of ``checkpoint`` fitted on ``data``'s validation split."""
+    val = evaluate_checkpoint(checkpoint, data, data.val_split, device="cpu",
+                              cache_dir=cache_dir)
+    labels = val.split.labels.cpu()
+    temperature = fit_temperature(val.logits, labels)
+    roots = [data.root, *data.options.get("roots", [])] if data.dataset == "mixed" else [
+        data.root]
+    return calibration_meta(
+        temperature, fitted_on=f"{data.dataset} {_relative(roots)} split {data.val_split}",
+        num_samples=len(labels), nll_before=nll(val.logits, labels),
+        nll_after=nll(val.logits, labels, temperature))
+
+
+def ship(checkpoint: Path, target: Path, calibration: dict[str, Any]) -> dict[str, Any]:
+    """Re-save ``checkpoint`` at ``target`` for inference (no teacher, relative paths in
+    the metadata, ``calibration`` in ``meta``); it must give the same logits."""
     source = load_checkpoint(checkpoint)
     if source.model_name != "lrdif_s2":
         raise SystemExit(f"{checkpoint}: a {source.model_name!r} checkpoint; the default "
@@ -56,27 +90,47 @@ def ship(checkpoint: Path, target: Path) -> dict[str, Any]:
         model.config, image_encoder_kwargs=_relative(model.config.image_encoder_kwargs))
     meta = _relative(dict(source.meta))
     meta["shipped_from"] = _relative(str(checkpoint.resolve()))
-    save_checkpoint(target, model, meta=meta)
-    shipped = load_model(target)
-    for key, value in model.state_dict().items():  # the copy must be the trained model
-        if not torch.equal(value, shipped.state_dict()[key]):
-            raise SystemExit(f"{target}: tensor {key} differs from {checkpoint}")
+    meta["calibration"] = calibration
+    save_checkpoint(target, model, meta=meta, leave_out=LEAVE_OUT)
+    check_same_predictions(model, load_model(target), target)
     size = target.stat().st_size
     if size > MAX_BYTES:
         target.unlink()
-        raise SystemExit(f"{checkpoint}: {size / 2**20:.1f} MB is over the "
-                         f"{MAX_BYTES / 2**20:.0f} MB limit")
+        raise SystemExit(f"{checkpoint}: {size / 1e6:.1f} MB without the teacher is over the "
+                         f"{MAX_BYTES / 1e6:.0f} MB limit")
     return meta
 
 
-def measure(target: Path, sets: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """Test-split metrics of the shipped file on each data set (FERPlus layout)."""
+def check_same_predictions(model: torch.nn.Module, shipped: torch.nn.Module, target: Path
+                           ) -> None:
+    """The shipped file must be the trained model: every kept tensor equal, and the same
+    logits on a fixed random batch."""
+    kept = shipped.state_dict()
+    for key, value in model.state_dict().items():
+        if not key.startswith(tuple(p + "." for p in LEAVE_OUT)) and not torch.equal(
+                value, kept[key]):
+            raise SystemExit(f"{target}: tensor {key} differs from the training checkpoint")
+    c = model.config
+    images = torch.rand(8, c.in_channels, c.image_size, c.image_size,
+                        generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        if not torch.equal(model(images).logits, shipped(images).logits):
+            raise SystemExit(f"{target}: its logits differ from the training checkpoint's")
+
+
+def measure(target: Path, sets: dict[str, Path], temperature: float
+            ) -> dict[str, dict[str, Any]]:
+    """Test-split metrics of the shipped file on each data set (FERPlus layout), with ECE
+    and NLL before and after ``temperature`` (``summary["calibration"]``)."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, root in sets.items():
             data = checkpoint_data_section(target, "ferplus", root)
-            out[name] = evaluate_checkpoint(target, data, "test", device="cpu",
-                                            cache_dir=Path(tmp) / name).summary
+            result = evaluate_checkpoint(target, data, "test", device="cpu",
+                                         cache_dir=Path(tmp) / name)
+            out[name] = result.summary
+            out[name]["calibration"] = calibration_summary(
+                result.logits, result.split.labels.cpu(), temperature)
     return out
 
 
@@ -85,13 +139,11 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
     ckpt = load_checkpoint(target)
     model = load_model(target)
     config, train = ckpt.config, meta.get("train_config", {})
-    manifest = meta.get("udc_manifest") or {}
-    settings = manifest.get("settings", {})
-    simulator, physics = settings.get("simulator", {}), settings.get("physics", {})
     used = {id(p): p for m in (model.fpen_s2, model.denoiser, model.udcformer)
             if m is not None for p in m.parameters()}  # a shared frozen E_I counts once
     inference = sum(p.numel() for p in used.values())
     teacher = sum(p.numel() for p in model.teacher.parameters() if id(p) not in used)
+    cal = meta["calibration"]
     encoder = config.get("image_encoder")
     sha = file_sha256(target)
     classes = list(ckpt.class_names)
@@ -107,17 +159,19 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
         f"{config['image_size']})` in [0, 1]. Image encoder E_I: `{encoder}`"
         + (" (the frozen trunk of a ResNet-18 trained on the same training split, "
            "docs/model.md)" if encoder == "resnet18" else "")
-        + f". {inference / 1e6:.2f} M parameters used at inference, plus the "
-        f"{teacher / 1e6:.2f} M of the frozen stage-1 teacher kept so the "
-        f"file is a complete training checkpoint. File: {target.stat().st_size / 2**20:.1f} MB, "
-        f"SHA-256 `{sha}`.",
+        + f". {inference / 1e6:.2f} M parameters, all used at inference; the "
+        f"{teacher / 1e6:.2f} M of the frozen stage-1 teacher (training only) are left out, "
+        f"so this file serves inference, not further training. File: "
+        f"{target.stat().st_size / 1e6:.1f} MB, SHA-256 `{sha}`.",
+        f"- **Calibration**: probabilities are softmax(logits / T), T = "
+        f"{cal['temperature']:.4f} fitted by NLL on {cal['fitted_on']} ({cal['num_samples']} "
+        f"images; NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}); `lrdif.Recognizer` "
+        "and `lrdif predict` apply it (each record's `confidence`).",
         f"- **Classes** (FERPlus majority protocol): {', '.join(classes)}.",
         "- **Training data**: FERPlus labels (Microsoft, MIT licence) on the FER2013 images "
-        "(ICML 2013 representation-learning challenge; **research use only**), degraded by "
-        f"`lrdif synthesize` (display `{simulator.get('display')}`, severity "
-        f"{simulator.get('severity')} = {physics.get('snr_db_white')} dB on white, face width "
-        f"{simulator.get('face_px')} sensor pixels, seed {simulator.get('seed')}). Trained on "
-        f"FER2013Train ({meta.get('dataset', {}).get('num_train', '?')} images), selected on "
+        "(ICML 2013 representation-learning challenge; **research use only**): "
+        + _data_line(meta) + f" Trained on FER2013Train "
+        f"({meta.get('dataset', {}).get('num_train', '?')} images), selected and calibrated on "
         "FER2013Valid; the test split was never used for a choice.",
         f"- **Recipe**: `{train.get('model', {}).get('name')}` from stage-1 checkpoint "
         f"`{train.get('model', {}).get('init_from')}`, stage-2 options "
@@ -129,14 +183,16 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
         "benchmarks/results/ferplus.md for the run, its baselines and learning curves).",
         "- **Results** (test split, 8-class majority protocol, `lrdif evaluate`'s metrics):", "",
         "  | test set | images | accuracy | mean class acc. | macro F1 | recall per class ("
-        + " / ".join(SHORT.get(c, c) for c in classes) + ") |",
-        "  | --- | ---: | ---: | ---: | ---: | --- |",
+        + " / ".join(SHORT.get(c, c) for c in classes) + ") | ECE T=1 | ECE T |",
+        "  | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for name, s in results.items():
         recall = " / ".join(f"{100 * s['per_class'][c]['recall']:.0f}" for c in classes)
         lines.append(f"  | {name} (`{_relative(str(sets[name]))}`) | {s['num_samples']} | "
                      f"{100 * s['accuracy']:.2f}% | {100 * s['mean_class_accuracy']:.2f}% | "
-                     f"{s['macro_f1']:.3f} | {recall} |")
+                     f"{s['macro_f1']:.3f} | {recall} | "
+                     f"{100 * s['calibration']['ece_before']:.2f}% | "
+                     f"{100 * s['calibration']['ece_after']:.2f}% |")
     lines += [
         "", "- **Intended use**: research on expression recognition through under-display "
         "cameras, and demonstrations. Not for decisions about people (hiring, policing, "
@@ -156,6 +212,26 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
         "  - frontal faces only (the Haar cascade finds few profiles).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _simulation(manifest: dict[str, Any] | None) -> str:
+    """One UDC set's settings from its ``lrdif synthesize`` manifest; "clean" without one."""
+    if not manifest:
+        return "clean"
+    settings = manifest.get("settings", {})
+    sim, physics = settings.get("simulator", {}), settings.get("physics", {})
+    return (f"display `{sim.get('display')}`, severity {sim.get('severity')} = "
+            f"{physics.get('snr_db_white')} dB on white, face width {sim.get('face_px')} "
+            f"sensor pixels, seed {sim.get('seed')}")
+
+
+def _data_line(meta: dict[str, Any]) -> str:
+    """The training data: each root of a mixed run, or the one (UDC) set."""
+    manifests = meta.get("udc_manifests")
+    if manifests:
+        parts = "; ".join(f"`{root}`: {_simulation(m)}" for root, m in manifests.items())
+        return f"clean and `lrdif synthesize` UDC versions together ({parts})."
+    return f"degraded by `lrdif synthesize` ({_simulation(meta.get('udc_manifest'))})."
 
 
 def _gap_line(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -181,6 +257,9 @@ def main() -> None:
                         default=[f"UDC-FERPlus toled={WORK / 'udc-ferplus-toled'}"],
                         help="UDC versions of FERPlus to measure on (name=folder)")
     parser.add_argument("--target", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--calibration-data", metavar="NAME=DIR",
+                        help="fit T on this FERPlus-layout root's validation split (default: "
+                             "the checkpoint's own training data, e.g. the clean + UDC mix)")
     args = parser.parse_args()
     torch.manual_seed(0)
     sets = {"clean FERPlus": args.clean}
@@ -192,8 +271,15 @@ def main() -> None:
     target = args.target
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # nothing half-shipped
         staged = Path(tmp) / target.name
-        meta = ship(args.checkpoint, staged)
-        results = measure(staged, sets)
+        if args.calibration_data:
+            data = checkpoint_data_section(args.checkpoint, "ferplus",
+                                           args.calibration_data.partition("=")[2]
+                                           or args.calibration_data)
+        else:
+            data = training_data(args.checkpoint)
+        calibration = fit_calibration(args.checkpoint, data, Path(tmp) / "calibration")
+        meta = ship(args.checkpoint, staged, calibration)
+        results = measure(staged, sets, calibration["temperature"])
         command = "python benchmarks/ship_weights.py " + " ".join(sys.argv[1:])
         text = card(staged, meta, results, sets, command.strip())
         shutil.move(staged, target)

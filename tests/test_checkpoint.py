@@ -192,3 +192,47 @@ def test_stage2_with_a_frozen_encoder_stores_it_once(tmp_path: Path) -> None:
     conv = LRDifStage2.from_stage1(LRDifStage1(config=_config()))
     assert not conv.shares_image_encoder
     assert conv.fpen_s2.image_encoder is not conv.teacher.image_encoder
+
+
+def _inference_only_pair(s2: LRDifStage2, tmp_path: Path) -> tuple[Path, Path]:
+    full, slim = tmp_path / "full.safetensors", tmp_path / "slim.safetensors"
+    save_checkpoint(full, s2, meta={"epoch": 1})
+    save_checkpoint(slim, s2, meta={"epoch": 1}, leave_out=("teacher",))
+    return full, slim
+
+
+@pytest.mark.parametrize("encoder", ["conv", "resnet18"])
+def test_inference_only_checkpoint_is_smaller_and_predicts_the_same(
+    encoder: str, tmp_path: Path
+) -> None:
+    """Without the frozen teacher (never called at inference) the file shrinks, loads
+    through load_model and gives the full checkpoint's logits exactly; a shared frozen E_I
+    (resnet18) is kept under FPEN_S2's name. Calling the teacher is a clear error."""
+    from lrdif.models.baselines import ResNet18, ResNet18Config
+
+    torch.manual_seed(0)
+    config = _config()
+    if encoder == "resnet18":
+        r18 = tmp_path / "r18.safetensors"
+        save_checkpoint(r18, ResNet18(config=ResNet18Config(widths=(8, 16), blocks=(1, 1))))
+        config = _config(image_encoder="resnet18", image_encoder_kwargs={
+            "checkpoint": str(r18), "widths": [8, 16], "blocks": [1, 1]})
+    s2 = LRDifStage2.from_stage1(new_model(LRDifStage1, config)).eval()
+    full, slim = _inference_only_pair(s2, tmp_path)
+    assert slim.stat().st_size < full.stat().st_size
+    ckpt = load_checkpoint(slim)
+    assert ckpt.left_out == ("teacher",) and ckpt.meta == {"epoch": 1}
+    assert not any(k.startswith("teacher.") for k in ckpt.state_dict)
+    assert any(k.startswith("fpen_s2.image_encoder.") for k in ckpt.state_dict)
+    a, b = load_model(full), load_model(slim)
+    images = torch.rand(5, 1, 48, 48)
+    with torch.inference_mode():
+        assert torch.equal(a(images).logits, b(images).logits)
+    with pytest.raises(CheckpointError, match=r"inference only, without the weights of 'teacher'"):
+        b(images, labels=torch.tensor([0, 1, 2, 3, 4]))
+
+
+def test_leave_out_must_name_a_submodule(stage1: LRDifStage1, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no submodule 'teacher'"):
+        save_checkpoint(tmp_path / "s1.safetensors", stage1, leave_out=("teacher",))
+    assert not (tmp_path / "s1.safetensors").exists()

@@ -67,3 +67,31 @@ def test_unknown_fer_class_is_an_error(bench):
     with pytest.raises(ValueError, match="calm"):
         bench.seven_class(labels, FERPlus.CLASS_NAMES, one_hot(2, 8, [0, 0]),
                           FERPlus.CLASS_NAMES, one_hot(2, 7, [0, 0]), fer_classes)
+
+
+def test_calibration_and_lrdif_alone_render(bench):
+    """Without fer the report holds lrdif's 8-class metrics with ECE before and after its
+    temperature, and the page renders without fer's rows."""
+    classes = FERPlus.CLASS_NAMES
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 2, (2000, 8))
+    calibrated = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    labels = (calibrated.cumsum(axis=1) < rng.random((2000, 1))).sum(axis=1).clip(0, 7)
+    logits = 3.0 * z  # over-confident by a factor 3: T = 3 calibrates it
+    probs = calibrated
+    eight = bench.eight_class(labels, classes, probs, classes, "data", logits=logits,
+                              temperature=3.0)
+    cal = eight["calibration"]
+    assert cal["temperature"] == 3.0 and cal["ece_after"] < cal["ece_before"]
+    assert cal["nll_after"] < cal["nll_before"]
+    seven = bench.seven_class(labels, classes, probs, classes, None)
+    assert "fer" not in seven and 0 <= seven["lrdif"]["ece"] <= 1
+    report = {"command": "python x", "date": "d", "commit": "c", "machine": "m", "limit": None,
+              "fer": None,
+              "weights": {"path": "w", "model": "lrdif_s2", "sha256": "0" * 64,
+                          "class_names": list(classes), "temperature": 3.0},
+              "data": {"clean": {"eight_class": eight, "seven_class": seven}}}
+    page = bench.render(report)
+    assert "fer: not measured" in page and "| clean | lrdif (lrdif_s2) |" in page
+    assert f"{100 * cal['ece_before']:.2f} | {100 * cal['ece_after']:.2f}" in page
+    assert "| clean | fer |" not in page

@@ -55,6 +55,7 @@ def test_photo_to_json_and_annotated_picture(checkpoint, tmp_path, capsys):
     assert line.count("%") == 3
     assert len(record["emotions"]) == 8
     assert sum(record["emotions"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert record["confidence"] == max(record["emotions"].values())
 
 
 def test_all_prints_every_class_likeliest_first(checkpoint, tmp_path, capsys):

@@ -264,10 +264,12 @@ def test_exports(recognizer, tmp_path):
     assert header.split(",")[:8] == [
         "source", "frame", "time", "box_x", "box_y", "box_w", "box_h", "face_confidence",
     ]
-    assert header.split(",")[9:-1] == list(recognizer.class_names)
+    assert header.split(",")[8:10] == ["dominant_emotion", "confidence"]
+    assert header.split(",")[10:-1] == list(recognizer.class_names)
     assert empty_row.endswith(NO_FACE)
     frame = predictions.to_dataframe()
-    assert list(frame.columns[9:-1]) == list(recognizer.class_names)
+    assert list(frame.columns[10:-1]) == list(recognizer.class_names)
+    assert frame.loc[0, "confidence"] == max(predictions[0]["emotions"].values())
     assert frame.loc[0, "box_w"] == predictions[0]["box"][2]
     assert frame.loc[1, "error"] == NO_FACE
 
@@ -402,3 +404,51 @@ def test_simulated_udc_changes_the_input_reproducibly(checkpoint, astronaut):
     assert np.abs(degraded.astype(int) - crop[:, 0]).mean() > 2  # the display does something
     want = direct_probabilities(udc, degraded[:, None])[0]
     np.testing.assert_allclose(list(b["emotions"].values()), want, atol=1e-5)
+
+
+def _with_temperature(checkpoint: Path, folder: Path, temperature) -> Path:
+    from lrdif.checkpoint import load_model
+
+    path = folder / f"t{temperature}.safetensors"
+    save_checkpoint(path, load_model(checkpoint),
+                    meta={"calibration": {"temperature": temperature}})
+    return path
+
+
+def test_the_checkpoint_temperature_calibrates_the_probabilities(checkpoint, tmp_path):
+    """Probabilities are softmax(logits / T) with the checkpoint's T; the ranking, hence the
+    dominant emotion, is unchanged; ``confidence`` is its calibrated probability."""
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    plain = Recognizer(checkpoint, device="cpu")
+    hot = Recognizer(_with_temperature(checkpoint, tmp_path, 3.0), device="cpu")
+    assert plain.temperature == 1.0 and hot.temperature == 3.0
+    logits = plain.logits(faces[:, None])
+    expected = torch.softmax(torch.from_numpy(logits) / 3.0, dim=1).numpy()
+    records = hot.predict(list(faces), detect=False)
+    got = np.array([list(r["emotions"].values()) for r in records])
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    for r, p in zip(records, plain.predict(list(faces), detect=False), strict=True):
+        assert r["dominant_emotion"] == p["dominant_emotion"]
+        assert r["confidence"] == max(r["emotions"].values()) < p["confidence"]
+
+
+def test_a_bad_temperature_is_an_error_naming_the_file(checkpoint, tmp_path):
+    from lrdif.checkpoint import CheckpointError
+
+    path = _with_temperature(checkpoint, tmp_path, -1.0)
+    with pytest.raises(CheckpointError, match=str(path)):
+        Recognizer(path, device="cpu")
+
+
+def test_bfloat16_precision_keeps_the_answer(checkpoint):
+    rng = np.random.default_rng(3)
+    faces = list(rng.integers(0, 256, (8, 48, 48), dtype=np.uint8))
+    full = Recognizer(checkpoint, device="cpu").predict(faces, detect=False)
+    bf16 = Recognizer(checkpoint, device="cpu", precision="bfloat16").predict(faces,
+                                                                             detect=False)
+    for a, b in zip(full, bf16, strict=True):
+        np.testing.assert_allclose(list(a["emotions"].values()), list(b["emotions"].values()),
+                                   atol=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        Recognizer(checkpoint, device="cpu", precision="float16")

@@ -2,7 +2,8 @@
 
 A model checkpoint's header metadata holds key ``"lrdif"`` = a JSON document
 ``{"format": 1, "model": <MODELS key>, "config": {...}, "class_names": [...],
-"version": "...", "meta": {...}}``. Training state (optimizer moments, counters) uses
+"version": "...", "meta": {...}}``, plus ``"left_out": [...]`` for a file saved for inference
+only (:func:`save_checkpoint` ``leave_out``). Training state (optimizer moments, counters) uses
 the same container with key ``"lrdif_state"`` = ``{"format": 1, "version", "meta"}``.
 
 A model class in MODELS provides ``registry_name``, ``config_class`` (its config
@@ -49,6 +50,7 @@ class Checkpoint:
     version: str
     meta: dict[str, Any]
     state_dict: dict[str, Tensor]
+    left_out: tuple[str, ...] = ()  # submodules whose own weights the file does not hold
 
 
 def _pickle_message(path: Path) -> str:
@@ -115,12 +117,25 @@ def _write(path: str | Path, tensors: dict[str, Tensor], key: str, document: dic
     atomic_write_bytes(path, data)
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any] | None = None,
+    *,
+    leave_out: tuple[str, ...] = (),
+) -> None:
     """Write ``model`` (state dict, registry name, config, class names) atomically.
 
     ``meta``: anything JSON-serialisable (metrics, data-set manifest, commit, ...).
+    ``leave_out``: names of submodules that inference never calls (``("teacher",)``: the
+    frozen FPEN_S1 of LRDif stage 2) whose weights are not written; a tensor they share
+    with a kept module (a shared frozen E_I) is kept under the kept module's name.
+    :func:`load_model` leaves them at their initial values and makes calling them an
+    error, so such a file serves inference only (``lrdif predict``, export), not training.
     """
-    document = {
+    for name in leave_out:
+        _submodule(model, name, f"leave_out {name!r}")
+    document: dict[str, Any] = {
         "format": FORMAT,
         "model": model.registry_name,
         "config": to_dict(model.config),
@@ -128,10 +143,26 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: dict[str, Any] | N
         "version": __version__,
         "meta": meta or {},
     }
-    tensors, shared = _unshared(model.state_dict())
+    kept = {k: v for k, v in model.state_dict().items() if not _under(k, leave_out)}
+    tensors, shared = _unshared(kept)
     if shared:
         document["shared"] = shared
+    if leave_out:
+        document["left_out"] = sorted(leave_out)
     _write(path, tensors, MODEL_KEY, document)
+
+
+def _under(key: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    """Whether state-dict ``key`` belongs to one of the submodules named in ``prefixes``."""
+    return any(key.startswith(p + ".") for p in prefixes)
+
+
+def _submodule(model: nn.Module, name: str, where: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise CheckpointError(f"{where}: {type(model).__name__} has no submodule {name!r}"
+                              ) from None
 
 
 def _unshared(state_dict: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -161,6 +192,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if name not in state_dict:
             raise CheckpointError(f"{path}: shared tensor {alias!r} refers to missing {name!r}")
         state_dict[alias] = state_dict[name]
+    left_out = doc.get("left_out", [])
+    if not isinstance(left_out, list) or not all(isinstance(n, str) and n for n in left_out):
+        raise CheckpointError(f"{path}: metadata 'left_out' must be a list of module names, "
+                              f"got {left_out!r}")
     return Checkpoint(
         model_name=doc["model"],
         config=doc["config"],
@@ -168,7 +203,13 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         version=doc.get("version", "unknown"),
         meta=doc.get("meta", {}),
         state_dict=state_dict,
+        left_out=tuple(left_out),
     )
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta`` of a model checkpoint, read from its header alone (no tensors)."""
+    return _read_document(path, MODEL_KEY)[1].get("meta", {})
 
 
 def _list(names: list[str], limit: int = 8) -> str:
@@ -183,10 +224,16 @@ def _list(names: list[str], limit: int = 8) -> str:
     return f"{len(names)} keys in {summary}; first: {', '.join(names[:3])}"
 
 
-def load_weights(model: nn.Module, state_dict: dict[str, Tensor], *, source: str) -> None:
-    """Strictly load ``state_dict`` into ``model``; a mismatch names the offending keys."""
+def load_weights(
+    model: nn.Module, state_dict: dict[str, Tensor], *, source: str,
+    left_out: tuple[str, ...] = (),
+) -> None:
+    """Strictly load ``state_dict`` into ``model``; a mismatch names the offending keys.
+
+    Keys of the submodules named in ``left_out`` may be absent (an inference-only file):
+    those weights stay as the model was built."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
+    missing = sorted(k for k in set(expected) - set(state_dict) if not _under(k, left_out))
     unexpected = sorted(set(state_dict) - set(expected))
     misshaped = sorted(
         f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(expected[k].shape)})"
@@ -205,7 +252,7 @@ def load_weights(model: nn.Module, state_dict: dict[str, Tensor], *, source: str
             f"{source} does not fit this {type(model).__name__} (a checkpoint of another "
             f"architecture or configuration): " + "; ".join(parts)
         )
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=not left_out)
 
 
 def load_model(
@@ -228,8 +275,23 @@ def load_model(
     config = from_dict(cls.config_class, ckpt.config, where=f"{path} config")
     build = getattr(cls, "build_for_checkpoint", None)
     model = build(config) if build is not None else cls(config=config)
-    load_weights(model, ckpt.state_dict, source=str(path))
+    load_weights(model, ckpt.state_dict, source=str(path), left_out=ckpt.left_out)
+    for name in ckpt.left_out:
+        _submodule(model, name, f"{path}: left_out").register_forward_pre_hook(
+            _refuse_left_out(path, name))
     return model.to(device).eval()
+
+
+def _refuse_left_out(path: str | Path, name: str) -> Any:
+    """A forward pre-hook: a module saved without its weights must never run."""
+
+    def refuse(module: nn.Module, args: Any) -> None:
+        raise CheckpointError(
+            f"{path} was saved for inference only, without the weights of {name!r}, which "
+            "this call needs (training or a diagnostic); use the full training checkpoint"
+        )
+
+    return refuse
 
 
 # E_I name -> (the MODELS entry whose checkpoint it starts from, the config that trains it).

@@ -11,6 +11,7 @@ from lrdif.data.folder import ImageFolder
 from lrdif.data.images import ImageError, read_image
 from lrdif.data.kdef import KDEF, kdef_test_subjects
 from lrdif.data.landmarks import cache_landmarks
+from lrdif.data.mixed import MixedDataset
 from lrdif.data.rafdb import RAFDB
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "ImageError",
     "ImageFolder",
     "LayoutError",
+    "MixedDataset",
     "Sample",
     "cache_landmarks",
     "kdef_test_subjects",

@@ -4,7 +4,8 @@
 The readers, one module each, register in ``lrdif.registry.DATASETS`` (importing
 :mod:`lrdif.data` registers them all): ``ferplus`` (:mod:`lrdif.data.ferplus`), ``rafdb``
 (:mod:`lrdif.data.rafdb`), ``kdef`` (:mod:`lrdif.data.kdef`), ``folder``
-(:mod:`lrdif.data.folder`) and ``csv`` (:mod:`lrdif.data.csvset`).
+(:mod:`lrdif.data.folder`), ``csv`` (:mod:`lrdif.data.csvset`) and ``mixed`` (several
+roots of one reader together, :mod:`lrdif.data.mixed`).
 
 The paper (Sec. 4.1-4.2) trains and tests on RAF-DB, FERPlus and KDEF and on their UDC
 versions; ``lrdif synthesize`` writes a UDC set in the same layout as its source, so

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lrdif.calibration import checkpoint_temperature
 from lrdif.data.images import MAX_PIXELS, ImageError, read_image
 from lrdif.predict.faces import FaceDetector, WholeImageDetector, crop_faces
 from lrdif.predict.records import NO_FACE, Predictions, face_record
@@ -38,6 +39,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / (
 # What lrdif.data.images decodes; other files in a folder (labels, notes) are skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".mpo"})
 _AUTO_PROGRESS = 32  # pictures (images + sampled frames) from which the bar shows by default
+PRECISIONS = frozenset({"float32", "bfloat16"})
 _PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pixels than this
 
 
@@ -87,6 +89,14 @@ class Recognizer:
     preset (``"toled"``, ``"poled"``) through which each face crop is passed before the
     model, as UDC-FERPlus was made from clean crops, to show a display's effect (the
     noise of each face is seeded by its source, frame and index: reruns agree).
+
+    Probabilities are calibrated: the logits are divided by the temperature stored in the
+    checkpoint (``meta["calibration"]``, fitted on validation by
+    :func:`lrdif.calibration.fit_temperature`; 1 when absent), ``self.temperature``; each
+    record's ``confidence`` is the calibrated probability of its dominant emotion.
+    ``precision="bfloat16"`` runs the model under bf16 autocast: faster on CPUs with
+    bf16 arithmetic (AVX512-BF16, AMX) and GPUs, with probabilities within about 1e-2 of
+    float32's (benchmarks/results/predict.md).
     """
 
     def __init__(
@@ -98,9 +108,12 @@ class Recognizer:
         batch_size: int = 64,
         simulate_udc: str | None = None,
         max_pixels: int = MAX_PIXELS,
+        precision: str = "float32",
     ) -> None:
-        from lrdif.checkpoint import load_checkpoint, load_model
+        from lrdif.checkpoint import load_model, read_meta
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if weights is None:
@@ -132,14 +145,16 @@ class Recognizer:
         self.in_channels: int = model.config.in_channels
         # A model trained with detected landmarks (paper Sec. 3.2, DILnetwork) gets them
         # from the same source at inference; "learned" means the model's own maps.
-        source = (load_checkpoint(self.weights).meta.get("dataset") or {}).get(
-            "landmarks", "learned")
+        meta = read_meta(self.weights)
+        source = (meta.get("dataset") or {}).get("landmarks", "learned")
         self.landmarks = None if source == "learned" else LANDMARKS.build(source)
         self.detector: FaceDetector = (
             FACE_DETECTORS.build(detector) if isinstance(detector, str) else detector
         )
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self.temperature: float = checkpoint_temperature(meta, str(self.weights))
+        self.precision = precision
         self.simulator = None
         if simulate_udc is not None:
             from lrdif.udc.degrade import UDCConfig, UDCSimulator
@@ -225,10 +240,12 @@ class Recognizer:
             batch = np.concatenate(crops)
             if self.simulator is not None:
                 batch = self._degrade(batch, keys)
-            for record, p in zip(faces, self.classify(batch), strict=True):
-                record["emotions"] = {c: float(v) for c, v in zip(self.class_names, p,
-                                                                    strict=True)}
-                record["dominant_emotion"] = self.class_names[int(np.argmax(p))]
+            probabilities = self.classify(batch)
+            top = probabilities.argmax(axis=1)
+            for record, p, k in zip(faces, probabilities.tolist(), top.tolist(), strict=True):
+                record["emotions"] = dict(zip(self.class_names, p, strict=True))
+                record["dominant_emotion"] = self.class_names[k]
+                record["confidence"] = p[k]
         yield from pending
 
     def _degrade(self, crops: np.ndarray, keys: list[str]) -> np.ndarray:
@@ -237,14 +254,23 @@ class Recognizer:
         return degraded[:, None] if degraded.ndim == 3 else degraded.transpose(0, 3, 1, 2)
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        """Model-sized face crops uint8 ``(N, C_in, H, W)`` -> probabilities ``(N, K)``.
+        """Model-sized face crops uint8 ``(N, C_in, H, W)`` -> calibrated probabilities
+        ``(N, K)`` float32: ``softmax(logits / temperature)``."""
+        logits = torch.from_numpy(self.logits(crops))
+        return torch.softmax(logits / self.temperature, dim=1).numpy()
+
+    def logits(self, crops: np.ndarray) -> np.ndarray:
+        """Model-sized face crops uint8 ``(N, C_in, H, W)`` -> raw logits ``(N, K)`` float32
+        (before temperature scaling).
 
         Runs in batches of ``batch_size`` with no labels: for LRDif stage 2 the EPR is
         estimated by the reverse diffusion chain (paper Eq. 15-16), deterministic from Z_T = 0.
         Landmarks, where the checkpoint was trained with them, come from the crops.
         """
         out = []
-        with torch.inference_mode():
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
+                                  enabled=self.precision == "bfloat16")
+        with torch.inference_mode(), autocast:
             for start in range(0, len(crops), self.batch_size):
                 chunk = crops[start : start + self.batch_size]
                 images = torch.from_numpy(chunk).to(self.device).float().div_(255.0)
@@ -254,8 +280,7 @@ class Recognizer:
                 if self.landmarks is not None:
                     points = self.landmarks.detect(_channels_last(chunk))  # (B, P, 2)
                     landmarks = torch.from_numpy(points).to(self.device)
-                logits = self.model(images, landmarks=landmarks).logits.float()
-                out.append(torch.softmax(logits, dim=1).cpu().numpy())
+                out.append(self.model(images, landmarks=landmarks).logits.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
 
     def _pictures(self, inputs: list[_Input], every: int) -> Iterator[Picture]:

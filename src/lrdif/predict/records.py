@@ -9,6 +9,7 @@ Each record is a dict with the keys users of fer and deepface know::
     face_confidence   detector score in (0, 1) (None without detection)
     emotions          {class name: probability}, in the model's class order
     dominant_emotion  the most probable class
+    confidence        its calibrated probability (the checkpoint's temperature applied)
     error             None, NO_FACE for a picture without a face, or why the input failed
 """
 
@@ -25,7 +26,8 @@ from lrdif.io import atomic_write
 
 NO_FACE = "no face detected"
 RECORD_KEYS = (
-    "source", "frame", "time", "box", "face_confidence", "emotions", "dominant_emotion", "error",
+    "source", "frame", "time", "box", "face_confidence", "emotions", "dominant_emotion",
+    "confidence", "error",
 )
 
 
@@ -65,6 +67,7 @@ class Predictions(list):
             row.update(zip(("box_x", "box_y", "box_w", "box_h"), box, strict=True))
             row["face_confidence"] = r["face_confidence"]
             row["dominant_emotion"] = r["dominant_emotion"]
+            row["confidence"] = r["confidence"]
             row.update({name: emotions.get(name) for name in self.class_names})
             row["error"] = r["error"]
             out.append(row)
@@ -80,7 +83,8 @@ class Predictions(list):
                 "(or use to_csv() / to_json(), which need nothing extra)"
             ) from exc
         columns = ["source", "frame", "time", "box_x", "box_y", "box_w", "box_h",
-                   "face_confidence", "dominant_emotion", *self.class_names, "error"]
+                   "face_confidence", "dominant_emotion", "confidence", *self.class_names,
+                   "error"]
         return pd.DataFrame(self.rows(), columns=columns)
 
     def to_json(self, path: str | Path | None = None) -> str:

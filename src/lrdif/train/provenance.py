@@ -45,6 +45,11 @@ def udc_manifest(root: str | Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: unreadable UDC manifest ({exc})") from exc
 
 
+def mixed_roots(root: str | Path, options: dict[str, Any]) -> list[str]:
+    """Every root of a ``mixed`` data section: ``root``, then ``options["roots"]``."""
+    return [str(root), *(str(r) for r in options.get("roots", []))]
+
+
 def run_meta(config: TrainConfig, *, world_size: int, num_train: int, num_val: int
              ) -> dict[str, Any]:
     """The metadata every checkpoint of a run carries (each epoch adds its own figures)."""
@@ -55,6 +60,8 @@ def run_meta(config: TrainConfig, *, world_size: int, num_train: int, num_val: i
                     "train_split": d.train_split, "val_split": d.val_split,
                     "num_train": num_train, "num_val": num_val, "landmarks": d.landmarks},
         "udc_manifest": udc_manifest(d.root),
+        **({"udc_manifests": {str(r): udc_manifest(r) for r in mixed_roots(d.root, d.options)}}
+           if d.dataset == "mixed" else {}),
         "git_commit": git_commit(),
         "world_size": world_size,
     }

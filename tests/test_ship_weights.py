@@ -1,0 +1,75 @@
+"""benchmarks/ship_weights.py on a tiny trained stage 2: inference-only file, temperature
+fitted on validation, same logits, model card with ECE."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from test_train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread)
+
+from lrdif.checkpoint import load_checkpoint, load_model
+from lrdif.config import from_dict
+from lrdif.data.toy import make_ferplus, toy_train_config
+from lrdif.predict.recognizer import Recognizer
+from lrdif.train.config import TrainConfig
+from lrdif.train.loop import train
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("ship_weights", BENCHMARKS / "ship_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def stage2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("ship")
+    data = make_ferplus(base / "ferplus")
+    train(from_dict(TrainConfig, toy_train_config("lrdif_s1", data, epochs=1)), base / "s1")
+    config = toy_train_config("lrdif_s2", data, epochs=1)
+    config["model"]["init_from"] = str(base / "s1" / "best.safetensors")
+    train(from_dict(TrainConfig, config), base / "s2")
+    return base / "s2" / "best.safetensors", data
+
+
+def test_shipped_file_is_inference_only_calibrated_and_predicts_the_same(
+    bench, stage2: tuple[Path, Path], tmp_path: Path
+) -> None:
+    checkpoint, data = stage2
+    section = bench.training_data(checkpoint)
+    assert section.root == str(data)
+    calibration = bench.fit_calibration(checkpoint, section, tmp_path / "cache")
+    assert calibration["temperature"] > 0 and calibration["num_samples"] == 16
+    assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
+    target = tmp_path / "shipped.safetensors"
+    meta = bench.ship(checkpoint, target, calibration)
+    assert target.stat().st_size < checkpoint.stat().st_size
+    shipped = load_checkpoint(target)
+    assert shipped.left_out == ("teacher",) and shipped.meta["calibration"] == calibration
+    images = torch.rand(4, 1, 24, 24)
+    with torch.inference_mode():
+        assert torch.equal(load_model(target)(images).logits,
+                           load_model(checkpoint)(images).logits)
+    assert Recognizer(target, device="cpu").temperature == calibration["temperature"]
+    results = bench.measure(target, {"toy": data}, calibration["temperature"])
+    assert set(results["toy"]["calibration"]) >= {"ece_before", "ece_after"}
+    text = bench.card(target, meta, results, {"toy": data}, "python ship_weights.py")
+    assert f"T = {calibration['temperature']:.4f}" in text
+    assert "left out" in text and "| toy (" in text
+
+
+def test_a_file_over_the_limit_is_not_shipped(bench, stage2, tmp_path, monkeypatch) -> None:
+    checkpoint, _ = stage2
+    monkeypatch.setattr(bench, "MAX_BYTES", 1000)
+    target = tmp_path / "shipped.safetensors"
+    with pytest.raises(SystemExit, match="over the 0 MB limit"):
+        bench.ship(checkpoint, target, {"temperature": 1.0})
+    assert not target.exists()
