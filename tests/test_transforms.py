@@ -9,9 +9,11 @@ from PIL import Image
 
 from lrdif.data.transforms import (
     Augment,
+    Augment,
     affine_matrices,
     crop_matrices,
     fit_input,
+    gaussian_blur,
     match_channels,
     random_erasing,
     random_hflip,
@@ -71,10 +73,10 @@ def test_channels_and_resizing():
 
 def test_flip_really_flips():
     x = images()
-    assert torch.equal(random_hflip(x, p=1.0, generator=gen()), x.flip(-1))
-    assert torch.equal(random_hflip(x, p=0.0, generator=gen()), x)
+    assert torch.equal(random_hflip(x, p=1.0, generator=gen())[0], x.flip(-1))
+    assert torch.equal(random_hflip(x, p=0.0, generator=gen())[0], x)
     x = images(b=64)
-    y = random_hflip(x, p=0.5, generator=gen())
+    y = random_hflip(x, p=0.5, generator=gen())[0]
     flipped = [torch.equal(y[i], x[i].flip(-1)) for i in range(64)]
     kept = [torch.equal(y[i], x[i]) for i in range(64)]
     assert all(f != k for f, k in zip(flipped, kept, strict=True))  # each image one or the other
@@ -142,3 +144,43 @@ def test_augment_is_seeded_bounded_and_batched():
     off = Augment(flip=0.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), rotate=0.0, translate=0.0,
                   erase=0.0)  # fmt: skip
     assert torch.equal(off(x, gen()), x)
+
+
+def test_landmarks_move_with_the_face():
+    """A bright dot, augmented with its landmark: after flip, crop and affine the
+    landmark still sits on the dot (within a pixel); NaN rows stay NaN; the images are
+    the same whether landmarks are given or not."""
+    b, size = 32, 48
+    torch.manual_seed(0)
+    centres = torch.rand(b, 2) * 0.5 + 0.25  # (x, y) in [0, 1]
+    cols = (torch.arange(size) + 0.5) / size
+    dx = cols.view(1, 1, -1) - centres[:, 0].view(-1, 1, 1)
+    dy = cols.view(1, -1, 1) - centres[:, 1].view(-1, 1, 1)
+    x = torch.exp(-(dx**2 + dy**2) / (2 * 0.03**2)).unsqueeze(1)  # (B, 1, H, W)
+    points = torch.cat([centres.view(b, 1, 2), torch.full((b, 1, 2), float("nan"))], dim=1)
+    augment = Augment(erase=0.0, rotate=15.0, translate=0.08)
+    out, moved = augment.apply(x, gen(3), points)
+    assert torch.equal(out, augment(x, gen(3)))
+    assert torch.isnan(moved[:, 1]).all()
+    weights = out[:, 0] / out[:, 0].sum(dim=(1, 2), keepdim=True)
+    found = torch.stack([(weights.sum(1) * cols).sum(1), (weights.sum(2) * cols).sum(1)], 1)
+    inside = ((moved[:, 0] > 0.1) & (moved[:, 0] < 0.9)).all(1)  # dot not cut by the border
+    assert inside.sum() > 20
+    assert ((found - moved[:, 0]).abs()[inside] < 1.0 / size).all()
+
+
+def test_photometric_augmentation():
+    x = images(b=64, c=1)
+    plain = Augment()
+    assert torch.equal(plain(x, gen()), Augment(brightness=0.0, contrast=0.0, blur=0.0)(x, gen()))
+    lit = Augment(flip=0.0, crop_area=(1.0, 1.0), scale=(1.0, 1.0), rotate=0.0, translate=0.0,
+                  erase=0.0, brightness=0.2, contrast=0.3)(x, gen())
+    assert float(lit.min()) >= 0 and float(lit.max()) <= 1 and not torch.allclose(lit, x)
+    ramp_image = ramp()
+    sharp = gaussian_blur(ramp_image, torch.zeros(ramp_image.shape[0]) + 1e-4)
+    assert torch.allclose(sharp, ramp_image, atol=1e-5)  # ~zero sigma: unchanged
+    dot = torch.zeros(2, 1, 15, 15)
+    dot[:, :, 7, 7] = 1.0
+    soft = gaussian_blur(dot, torch.tensor([0.5, 2.0]))
+    assert torch.allclose(soft.sum(dim=(1, 2, 3)), torch.ones(2), atol=1e-5)  # mass kept
+    assert soft[1, 0, 7, 7] < soft[0, 0, 7, 7]  # the wider blur spreads more

@@ -74,10 +74,13 @@ def _uniform(
     return (low + (high - low) * u).to(device)
 
 
-def random_hflip(x: torch.Tensor, *, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Mirror each image left-right with probability ``p`` (exact, no interpolation)."""
+def random_hflip(
+    x: torch.Tensor, *, p: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror each image left-right with probability ``p`` (exact, no interpolation);
+    also returns which were mirrored, (B,) bool."""
     flip = _uniform(generator, x.shape[0], 0.0, 1.0, x.device) < p
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), flip
 
 
 def crop_matrices(
@@ -177,14 +180,51 @@ def random_erasing(
     return x.masked_fill(mask, 0.0)
 
 
+def flip_points(points: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """Mirror ``(B, P, 2)`` points ``(x, y)`` in [0, 1] where ``flipped`` (B,) is set:
+    the pixel centre at ``x`` lands on ``1 - x`` under :func:`random_hflip`."""
+    mirrored = torch.stack([1.0 - points[..., 0], points[..., 1]], dim=-1)
+    return torch.where(flipped.view(-1, 1, 1), mirrored, points)
+
+
+def warp_points(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Where :func:`warp` moves ``(B, P, 2)`` points ``(x, y)`` in [0, 1]: through the
+    inverse of its ``(B, 3, 3)`` output -> input maps (``affine_grid``'s [-1, 1] frame).
+    NaN rows (no landmarks) stay NaN."""
+    u = points.double() * 2.0 - 1.0  # (B, P, 2) in [-1, 1]
+    homogeneous = torch.cat([u, torch.ones_like(u[..., :1])], dim=-1)  # (B, P, 3)
+    out = homogeneous @ torch.linalg.inv(matrices).transpose(1, 2)  # (B, P, 3)
+    return ((out[..., :2] + 1.0) / 2.0).to(points.dtype)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of ``(B, C, H, W)`` with its own Gaussian std ``sigma`` (B,) in
+    pixels (separable, a 2 ceil(3 max sigma) + 1 tap kernel, edges replicated)."""
+    b, c, h, w = x.shape
+    radius = max(int(math.ceil(3.0 * float(sigma.max()))), 1)
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (taps.view(1, -1) / sigma.view(-1, 1).clamp_min(1e-3)) ** 2)
+    kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.dtype)  # (B, k)
+    weight = kernel.repeat_interleave(c, dim=0)  # (B C, k): one kernel per image and channel
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, weight.view(b * c, 1, 1, -1), groups=b * c)
+    y = F.conv2d(y, weight.view(b * c, 1, -1, 1), groups=b * c)
+    return y.view(b, c, h, w)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Augment:
     """Training augmentation for a batch ``(B, C, H, W)`` in [0, 1]; same shape out.
 
     ``flip``: probability of a horizontal flip. ``crop_area``/``crop_ratio``: random
     resized crop (``(1, 1)`` area = off). ``scale``/``rotate`` (degrees)/``translate``
-    (fraction of size): small affine. Crop and affine are one warp. ``erase``: probability
-    of random erasing, with ``erase_area`` and ``erase_ratio``.
+    (fraction of size): small affine. Crop and affine are one warp. ``brightness`` b and
+    ``contrast`` c (0 = off): each image becomes ``mean + k (x - mean) + d`` with ``k`` in
+    ``[1 - c, 1 + c]`` and ``d`` in ``[-b, b]`` (lighting), clipped to [0, 1]. ``blur``:
+    probability of a Gaussian blur with std in ``blur_sigma`` pixels (focus, display
+    haze). ``erase``: probability of random erasing, with ``erase_area`` and
+    ``erase_ratio``. The photometric steps draw nothing when off, so recipes without
+    them are unchanged.
     """
 
     flip: float = 0.5
@@ -193,14 +233,27 @@ class Augment:
     scale: tuple[float, float] = (0.95, 1.05)
     rotate: float = 10.0
     translate: float = 0.05
+    brightness: float = 0.0
+    contrast: float = 0.0
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
     erase: float = 0.25
     erase_area: tuple[float, float] = (0.02, 0.2)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(x, generator)[0]
+
+    def apply(
+        self, x: torch.Tensor, generator: torch.Generator, points: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images ``(B, C, H, W)`` and their landmarks ``(B, P, 2)`` (or None), moved by
+        the same flip and warp; the random draws do not depend on ``points``."""
         b, _, h, w = x.shape
         if self.flip > 0:
-            x = random_hflip(x, p=self.flip, generator=generator)
+            x, flipped = random_hflip(x, p=self.flip, generator=generator)
+            if points is not None:
+                points = flip_points(points, flipped)
         crop = self.crop_area != (1.0, 1.0)
         affine = self.scale != (1.0, 1.0) or self.rotate > 0 or self.translate > 0
         if crop or affine:
@@ -216,8 +269,20 @@ class Augment:
                     translate=self.translate, generator=generator, device=x.device,
                 )  # fmt: skip
             x = warp(x, m)
+            if points is not None:
+                points = warp_points(points, m)
+        if self.brightness > 0 or self.contrast > 0:
+            k = _uniform(generator, b, 1.0 - self.contrast, 1.0 + self.contrast, x.device)
+            d = _uniform(generator, b, -self.brightness, self.brightness, x.device)
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            k, d = k.view(-1, 1, 1, 1).to(x.dtype), d.view(-1, 1, 1, 1).to(x.dtype)
+            x = (mean + k * (x - mean) + d).clamp(0.0, 1.0)
+        if self.blur > 0:
+            blurred = _uniform(generator, b, 0.0, 1.0, x.device) < self.blur
+            sigma = _uniform(generator, b, *self.blur_sigma, x.device)
+            x = torch.where(blurred.view(-1, 1, 1, 1), gaussian_blur(x, sigma), x)
         if self.erase > 0:
             x = random_erasing(
                 x, p=self.erase, area=self.erase_area, ratio=self.erase_ratio, generator=generator
             )
-        return x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last), points

@@ -386,9 +386,10 @@ def _batch(
     chosen = order[step * batch : (step + 1) * batch]
     index = chosen[ctx.rank * local : (ctx.rank + 1) * local]  # on the device already
     gen = _generator(derive_seed(run.config.seed, _AUGMENT, epoch, step, ctx.rank), ctx.device)
-    x = run.augment(run.train.images[index].float().div_(255), gen)
-    fmt = torch.channels_last if run.config.channels_last else torch.contiguous_format
     landmarks = None if run.train.landmarks is None else run.train.landmarks[index]
+    # the landmarks move with the face: the same flip and warp
+    x, landmarks = run.augment.apply(run.train.images[index].float().div_(255), gen, landmarks)
+    fmt = torch.channels_last if run.config.channels_last else torch.contiguous_format
     targets = None if run.train.targets is None else run.train.targets[index]
     return x.contiguous(memory_format=fmt), run.train.labels[index], landmarks, targets
 
