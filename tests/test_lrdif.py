@@ -280,3 +280,30 @@ def test_image_token_feeds_e_i_to_the_fusion() -> None:
         assert not torch.allclose(s2(images).logits, before)
     with pytest.raises(ValueError, match="image_features"):
         s2.udcformer(s2.normalize(images), torch.zeros(4, 32))
+
+
+def test_image_head_starts_from_the_backbone_head_and_test_flip_averages_mirrors() -> None:
+    """image_head: the logits add E_I's own classifier, copied into stage 2; test_flip:
+    evaluation averages each face and its mirror (landmarks mirrored), training does not."""
+    torch.manual_seed(0)
+    s1 = LRDifStage1(config=_config(udcformer=SMALL, epr_dim=32, image_head=True,
+                                    label_dropout=0.5))
+    s2 = LRDifStage2.from_stage1(s1)
+    assert torch.equal(s2.image_head.weight, s1.image_head.weight)
+    s2.eval()
+    images, points = torch.rand(3, 1, 48, 48), _landmarks(4)[:3]
+    with torch.inference_mode():
+        plain = s2(images).logits
+        s2.image_head.weight.zero_()
+        s2.image_head.bias.fill_(1.0)  # E_I's classifier adds 1 to every logit
+        assert torch.allclose(s2(images).logits, plain + 1.0 - s1.image_head(
+            s2.fpen_s2.image_encoder(s2.normalize(images))), atol=1e-5)
+        mirrored_points = torch.stack([1 - points[..., 0], points[..., 1]], -1)
+        one = s2(images, landmarks=points).logits
+        other = s2(images.flip(-1), landmarks=mirrored_points).logits
+        s2.config.test_flip = True
+        both = s2(images, landmarks=points).logits
+        assert torch.allclose(both, 0.5 * (one + other), atol=1e-5)
+        assert torch.allclose(s2(images.flip(-1), landmarks=mirrored_points).logits, both,
+                              atol=1e-5)
+        s2.config.test_flip = False

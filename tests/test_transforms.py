@@ -9,7 +9,6 @@ from PIL import Image
 
 from lrdif.data.transforms import (
     Augment,
-    Augment,
     affine_matrices,
     crop_matrices,
     fit_input,

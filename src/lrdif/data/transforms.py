@@ -201,7 +201,7 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Blur each image of ``(B, C, H, W)`` with its own Gaussian std ``sigma`` (B,) in
     pixels (separable, a 2 ceil(3 max sigma) + 1 tap kernel, edges replicated)."""
     b, c, h, w = x.shape
-    radius = max(int(math.ceil(3.0 * float(sigma.max()))), 1)
+    radius = max(math.ceil(3.0 * float(sigma.max())), 1)
     taps = torch.arange(-radius, radius + 1, device=x.device, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (taps.view(1, -1) / sigma.view(-1, 1).clamp_min(1e-3)) ** 2)
     kernel = (kernel / kernel.sum(1, keepdim=True)).to(x.dtype)  # (B, k)

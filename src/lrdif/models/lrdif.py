@@ -66,6 +66,13 @@ class LRDifConfig:
     # E_I(x) joins the fusion transformer as one more token (udcformer.Fusion): the
     # pretrained encoder reaches the classifier directly, not only through Z. Not in the paper.
     image_token: bool = False
+    # The logits add a linear classifier on E_I(x), started from the head of the fine-tuned
+    # `backbone` classifier E_I comes from: LRDif starts where its backbone ends and the
+    # UDCformer learns what to add to it. Not in the paper.
+    image_head: bool = False
+    # Evaluation averages the logits of each face and its mirror (landmarks mirrored too),
+    # as the `backbone` baseline does; False keeps earlier checkpoints as they were.
+    test_flip: bool = False
     udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
@@ -146,6 +153,41 @@ class _LRDifBase(nn.Module):
             kwargs=c.image_encoder_kwargs, weights=weights,
         )
 
+    def _build_image_head(
+        self, image_feature_dim: int, weights: Mapping[str, Tensor] | None
+    ) -> nn.Linear | None:
+        """The E_I classifier of ``image_head`` (None when off), from the ``backbone``
+        classifier's ``head`` when its state dict is at hand (a fresh stage 1)."""
+        if not self.config.image_head:
+            return None
+        head = nn.Linear(image_feature_dim, len(self.config.class_names))
+        if weights is not None and "head.weight" in weights:
+            head.load_state_dict({"weight": weights["head.weight"], "bias": weights["head.bias"]})
+        return head
+
+    def forward(
+        self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
+    ) -> ModelOutput:
+        """images (B, C_in, H, W) in [0, 1]; landmarks (B, P, 2) or None; labels (B,) /
+        (B, K) or None -> :class:`ModelOutput` (see each stage's :meth:`forward_once`). With
+        ``test_flip`` in eval mode the logits average the face and its mirror."""
+        out = self.forward_once(images, landmarks=landmarks, labels=labels)
+        if self.config.test_flip and not self.training:
+            mirrored = None if landmarks is None else torch.stack(
+                [1.0 - landmarks[..., 0], landmarks[..., 1]], dim=-1)
+            flipped = self.forward_once(images.flip(-1), landmarks=mirrored, labels=labels)
+            out = out._replace(logits=0.5 * (out.logits + flipped.logits))
+        return out
+
+    def forward_once(
+        self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
+    ) -> ModelOutput:
+        raise NotImplementedError
+
+    def classify(self, logits: Tensor, e_i: Tensor) -> Tensor:
+        """The UDCformer's logits (B, K) plus, with ``image_head``, E_I's own (B, K)."""
+        return logits if self.image_head is None else logits + self.image_head(e_i)
+
     def _build_udcformer(self, image_feature_dim: int) -> UDCformer:
         c = self.config
         return UDCformer(
@@ -180,8 +222,10 @@ class LRDifStage1(_LRDifBase):
     ) -> None:
         self.fpen_s1 = self._build_fpen_s1(pretrained, image_encoder_weights)
         self.udcformer = self._build_udcformer(self.fpen_s1.image_encoder.out_dim)
+        self.image_head = self._build_image_head(self.fpen_s1.image_encoder.out_dim,
+                                                 image_encoder_weights if pretrained else None)
 
-    def forward(
+    def forward_once(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
     ) -> ModelOutput:
         """images (B, C_in, H, W); labels (B,) or (B, K); landmarks (B, P, 2) or None.
@@ -198,6 +242,7 @@ class LRDifStage1(_LRDifBase):
         z = self.fpen_s1(x, labels, e_i)  # (B, C), Eq. 1
         logits, features = self.udcformer(  # (B, K), (B, D)
             x, z, landmarks, e_i if self.config.image_token else None)
+        logits = self.classify(logits, e_i)
         return ModelOutput(logits=logits, features=features, epr=z, epr_teacher=None)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -245,6 +290,7 @@ class LRDifStage2(_LRDifBase):
         noise = torch.randn(c.epr_dim, generator=torch.Generator().manual_seed(0))
         self.register_buffer("inference_noise", noise, persistent=False)
         self.udcformer = self._build_udcformer(image_encoder.out_dim)
+        self.image_head = self._build_image_head(image_encoder.out_dim, None)
 
     @classmethod
     def from_stage1(
@@ -270,6 +316,8 @@ class LRDifStage2(_LRDifBase):
         model.teacher.load_state_dict(stage1.fpen_s1.state_dict())
         model.fpen_s2.init_from_fpen_s1(stage1.fpen_s1)
         model.udcformer.load_state_dict(stage1.udcformer.state_dict())
+        if model.image_head is not None:
+            model.image_head.load_state_dict(stage1.image_head.state_dict())
         device = next(stage1.parameters()).device
         return model.to(device)
 
@@ -315,7 +363,7 @@ class LRDifStage2(_LRDifBase):
             self.denoiser, schedule, x_s2=x_s2, z_T=z_T, parameterization=d.parameterization
         )
 
-    def forward(
+    def forward_once(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
     ) -> ModelOutput:
         """images (B, C_in, H, W); landmarks (B, P, 2) or None; labels (B,) / (B, K) or None.
@@ -333,6 +381,7 @@ class LRDifStage2(_LRDifBase):
         epr = self.estimate_epr(x_s2, z_teacher)  # (B, C), Eq. 16 x T
         logits, features = self.udcformer(x, epr, landmarks,
                                           e_i if self.config.image_token else None)
+        logits = self.classify(logits, e_i)
         return ModelOutput(logits=logits, features=features, epr=epr, epr_teacher=z_teacher)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
