@@ -20,16 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from lrdif.checkpoint import load_checkpoint
+from lrdif.checkpoint import load_checkpoint, load_model
+from lrdif.data.splits import SplitData
 from lrdif.evaluate.studies import (
-    cached_summary,
+    Evaluation,
     checkpoint_data_section,
-    evaluate_checkpoint,
+    evaluate_model,
+    load_eval_split,
     paired_bootstrap,
 )
-from lrdif.io import atomic_write, atomic_write_json
+from lrdif.io import atomic_write, atomic_write_json, file_sha256
+from lrdif.metrics import confusion_matrix, summarize
 from lrdif.train.provenance import git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +56,7 @@ class Row:
     command: str
     against: str | None = None
     label_free: bool = False
+    test_flip: bool = False  # evaluate averaging each face and its mirror (LRDif option)
 
 
 def _s1(set_: str, root: str, extra: str = "") -> str:
@@ -60,49 +65,53 @@ def _s1(set_: str, root: str, extra: str = "") -> str:
             f"{extra}")
 
 
+TOKEN = ("python benchmarks/ferplus.py full --recipe pretrained_token --work token "
+         "--sets {set} --threads 1 --table5 S2-V1 S2-V3")
+PRETRAINED = ("python benchmarks/ferplus.py full --recipe pretrained --work pretrained "
+              "--sets {set} --threads 1")
 ROWS = (
-    Row("udc_toled", "backbone", "reference", "pretrained/udc_toled/backbone",
-        f"lrdif train pretrained_backbone data.root={UDC}"),
+    Row("udc_toled", "backbone", "reference (evaluated with flip averaging)",
+        "pretrained/udc_toled/backbone", f"lrdif train pretrained_backbone data.root={UDC}"),
     Row("udc_toled", "backbone + soft targets", "C: vote distributions as targets",
         "studies/udc_backbone_soft",
         f"lrdif train pretrained_backbone data.root={UDC} soft_targets=true", "backbone"),
-    Row("udc_toled", "backbone + logit-adjusted loss", "C: class imbalance (tau 1)",
-        "studies/udc_backbone_la",
-        f"lrdif train pretrained_backbone data.root={UDC} logit_adjustment=1.0", "backbone"),
-    Row("udc_toled", "LRDif S2", "reference (paper's fusion tokens)",
-        "pretrained/udc_toled/ablation/S2-V3",
-        "python benchmarks/ferplus.py full --recipe pretrained --work pretrained "
-        "--sets udc_toled --threads 1", "backbone"),
+    Row("udc_toled", "LRDif S2", "reference (the paper's fusion tokens)",
+        "pretrained/udc_toled/ablation/S2-V3", PRETRAINED.format(set="udc_toled"), "backbone"),
+    Row("udc_toled", "LRDif S2, flip-averaged", "evaluation as the backbone's",
+        "pretrained/udc_toled/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
     Row("udc_toled", "LRDif S1 + E_I token, label-free", "B: E_I token (stage 1)",
-        "token/udc_toled/lrdif_s1",
-        "python benchmarks/ferplus.py full --recipe pretrained_token --work token "
-        "--sets udc_toled --threads 1 --table5 S2-V1 S2-V3", "backbone", label_free=True),
+        "token/udc_toled/lrdif_s1", TOKEN.format(set="udc_toled"), "backbone",
+        label_free=True),
     Row("udc_toled", "LRDif S2 + E_I token", "B: E_I features as a fusion token",
-        "token/udc_toled/ablation/S2-V3",
-        "python benchmarks/ferplus.py full --recipe pretrained_token --work token "
-        "--sets udc_toled --threads 1 --table5 S2-V1 S2-V3", "LRDif S2"),
+        "token/udc_toled/ablation/S2-V3", TOKEN.format(set="udc_toled"), "LRDif S2"),
+    Row("udc_toled", "LRDif S2 + E_I token, flip-averaged", "B + evaluation as the backbone's",
+        "token/udc_toled/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
     Row("udc_toled", "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
-        "token/udc_toled/ablation/S2-V1",
-        "(the same command)", "LRDif S2 + E_I token"),
+        "token/udc_toled/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
     Row("udc_toled", "LRDif S2 + E_I token + MediaPipe landmarks",
-        "A: detected landmarks (learned queries where none)",
-        "studies/udc_landmarks/lrdif_s2",
+        "A: detected landmarks (learned maps where none)", "studies/udc_landmarks/lrdif_s2",
         f"{_s1('udc_toled', UDC, ' data.landmarks=mediapipe')} --out RUN/lrdif_s1; "
         f"lrdif train pretrained_token_s2 data.root={UDC} data.landmarks=mediapipe "
         "model.init_from=RUN/lrdif_s1/best.safetensors --out RUN/lrdif_s2",
         "LRDif S2 + E_I token"),
-    Row("clean", "backbone", "reference", "pretrained/clean/backbone",
-        f"lrdif train pretrained_backbone data.root={CLEAN}"),
-    Row("clean", "LRDif S2", "reference (paper's fusion tokens)",
-        "pretrained/clean/ablation/S2-V3",
-        "python benchmarks/ferplus.py full --recipe pretrained --work pretrained "
-        "--sets clean --threads 1", "backbone"),
+    Row("udc_toled", "LRDif S2 + E_I token + E_I head, flip-averaged",
+        "B: E_I's own classifier added to the logits", "studies/udc_head/lrdif_s2",
+        f"lrdif train pretrained_head_s1 data.root={UDC} model.options.image_encoder_kwargs."
+        f"checkpoint={BACKBONE.format(set='udc_toled')} --out RUN/lrdif_s1; lrdif train "
+        f"pretrained_token_s2 data.root={UDC} model.init_from=RUN/lrdif_s1/best.safetensors "
+        "--out RUN/lrdif_s2", "backbone"),
+    Row("clean", "backbone", "reference (evaluated with flip averaging)",
+        "pretrained/clean/backbone", f"lrdif train pretrained_backbone data.root={CLEAN}"),
+    Row("clean", "LRDif S2", "reference (the paper's fusion tokens)",
+        "pretrained/clean/ablation/S2-V3", PRETRAINED.format(set="clean"), "backbone"),
+    Row("clean", "LRDif S2, flip-averaged", "evaluation as the backbone's",
+        "pretrained/clean/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
     Row("clean", "LRDif S1 + E_I token, label-free", "B: E_I token (stage 1)",
-        "token/clean/lrdif_s1",
-        "python benchmarks/ferplus.py full --recipe pretrained_token --work token "
-        "--sets clean --threads 1 --table5 S2-V1 S2-V3", "backbone", label_free=True),
+        "token/clean/lrdif_s1", TOKEN.format(set="clean"), "backbone", label_free=True),
     Row("clean", "LRDif S2 + E_I token", "B: E_I features as a fusion token",
-        "token/clean/ablation/S2-V3", "(the same command)", "LRDif S2"),
+        "token/clean/ablation/S2-V3", TOKEN.format(set="clean"), "LRDif S2"),
+    Row("clean", "LRDif S2 + E_I token, flip-averaged", "B + evaluation as the backbone's",
+        "token/clean/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
     Row("clean", "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
         "token/clean/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
 )
@@ -119,29 +128,50 @@ def _selected_epoch(run: Path) -> dict[str, Any]:
             "minutes": sum(r.get("epoch_time_s", 0.0) for r in history) / 60}
 
 
+def test_logits(row: Row, best: Path, cache: Path) -> Evaluation:
+    """The run's test-split logits (and labels), computed once per checkpoint and setting
+    and kept in ``cache`` (a .npz keyed by the checkpoint's SHA-256)."""
+    key = f"{file_sha256(best)[:20]}_flip{int(row.test_flip)}_free{int(row.label_free)}"
+    path = cache / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            logits, labels = torch.from_numpy(stored["logits"]), torch.from_numpy(stored["labels"])
+            classes = tuple(str(c) for c in stored["classes"])
+    else:
+        model = load_model(best)
+        if row.test_flip:
+            model.config.test_flip = True
+        data = checkpoint_data_section(best, "ferplus", ROOTS[row.set])
+        split = load_eval_split(data, "test", model, device=torch.device("cpu"),
+                                cache_dir=best.parent / "landmarks")
+        ev = evaluate_model(model, split, label_free=row.label_free)
+        logits, labels, classes = ev.logits, split.labels.cpu(), split.class_names
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path) as handle:
+            np.savez(handle, logits=logits.numpy(), labels=labels.numpy(),
+                     classes=np.array(classes))
+    cm = confusion_matrix(labels.numpy(), logits.argmax(1).numpy(), len(classes))
+    split = SplitData(images=torch.empty(0), labels=labels, landmarks=None, class_names=classes)
+    return Evaluation(summary=summarize(cm, classes), logits=logits, features=torch.empty(0),
+                      split=split, model=None)
+
+
 def measure(work: Path) -> dict[str, dict[str, Any]]:
     """{set/label: row record} for every finished row, with paired differences."""
     records: dict[str, dict[str, Any]] = {}
-    evaluations: dict[str, Any] = {}
+    evaluations: dict[str, Evaluation] = {}
     for row in ROWS:
-        run = work / row.run
-        best = run / "best.safetensors"
+        best = work / row.run / "best.safetensors"
         key = f"{row.set}/{row.label}"
         if not best.is_file():
             records[key] = {"row": row.__dict__, "missing": True}
             continue
-        data = checkpoint_data_section(best, "ferplus", ROOTS[row.set])
-        cache = run / "landmarks"
-        test = cached_summary(best, data, "test", cache_dir=cache, label_free=row.label_free)
-        record = {"row": row.__dict__, "test": test, "selected": _selected_epoch(run),
+        ev = test_logits(row, best, work / "levers_cache")
+        record = {"row": row.__dict__, "test": ev.summary, "selected": _selected_epoch(best.parent),
                   "commit": (load_checkpoint(best).meta.get("git_commit") or "-")[:12]}
         if row.against is not None and f"{row.set}/{row.against}" in evaluations:
-            other = evaluations[f"{row.set}/{row.against}"]
-            mine = evaluate_checkpoint(best, data, "test", cache_dir=cache,
-                                       label_free=row.label_free)
-            record["difference"] = paired_bootstrap(mine, other())
-        evaluations[key] = (lambda b=best, d=data, c=cache, lf=row.label_free:
-                            evaluate_checkpoint(b, d, "test", cache_dir=c, label_free=lf))
+            record["difference"] = paired_bootstrap(ev, evaluations[f"{row.set}/{row.against}"])
+        evaluations[key] = ev
         records[key] = record
     return records
 
