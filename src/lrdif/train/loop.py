@@ -167,11 +167,14 @@ def train(config: TrainConfig, out_dir: str | Path, *, resume: bool = False) -> 
     """
     ctx = distributed.setup(config.device)
     # Near-zero losses (stage 1 sees the label) fill gradients and Adam moments with
-    # subnormal floats, which x86 CPUs process far slower than normal ones.
+    # subnormal floats, which x86 CPUs process far slower than normal ones. The process
+    # gets IEEE arithmetic back afterwards (torch's default): callers, e.g. property-based
+    # tests, may need subnormals.
     torch.set_flush_denormal(True)
     try:
         return _train(config, Path(out_dir), resume, ctx)
     finally:
+        torch.set_flush_denormal(False)
         distributed.teardown(ctx)
 
 
