@@ -135,7 +135,7 @@ def measure(target: Path, sets: dict[str, Path], temperature: float
 
 
 def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
-         sets: dict[str, Path], command: str) -> str:
+         sets: dict[str, Path], command: str, made_by: str) -> str:
     ckpt = load_checkpoint(target)
     model = load_model(target)
     config, train = ckpt.config, meta.get("train_config", {})
@@ -159,6 +159,11 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
         f"{config['image_size']})` in [0, 1]. Image encoder E_I: `{encoder}`"
         + (" (the frozen trunk of a ResNet-18 trained on the same training split, "
            "docs/model.md)" if encoder == "resnet18" else "")
+        + (" (MobileNetV2 with ImageNet weights, fine-tuned as the `backbone` classifier, "
+           "then trained on inside LRDif at a tenth of the learning rate)"
+           if encoder == "backbone" else "")
+        + ("; E_I(x) is also a token of the fusion transformer (`image_token`)"
+           if config.get("image_token") else "")
         + f". {inference / 1e6:.2f} M parameters, all used at inference; the "
         f"{teacher / 1e6:.2f} M of the frozen stage-1 teacher (training only) are left out, "
         f"so this file serves inference, not further training. File: "
@@ -179,8 +184,7 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
         f"{train.get('epochs')} epochs (best on validation: epoch {meta.get('epoch')}), batch "
         f"{train.get('batch_size')}, Adam lr {optim.get('lr')} ({optim.get('schedule')}), "
         f"weight decay {optim.get('weight_decay')}, seed {train.get('seed')}; trained at commit "
-        f"{meta.get('git_commit')}. The command that made it: `benchmarks/ferplus.py` (see "
-        "benchmarks/results/ferplus.md for the run, its baselines and learning curves).",
+        f"{meta.get('git_commit')}. The commands that made it: {made_by}.",
         "- **Results** (test split, 8-class majority protocol, `lrdif evaluate`'s metrics):", "",
         "  | test set | images | accuracy | mean class acc. | macro F1 | recall per class ("
         + " / ".join(SHORT.get(c, c) for c in classes) + ") | ECE T=1 | ECE T |",
@@ -243,9 +247,8 @@ def _gap_line(results: dict[str, dict[str, Any]]) -> list[str]:
     if gap <= 0:
         return [f"  - at or above the paper's {PAPER_UDC_FERPLUS}% on UDC-FERPlus (T-OLED);"]
     return [f"  - {gap:.1f} points below the paper's {PAPER_UDC_FERPLUS}% on UDC-FERPlus: "
-            "trained on 2 CPU cores for a few epochs, with no encoder pretrained beyond "
-            "FERPlus's own training split (benchmarks/results/ferplus.md and "
-            "benchmarks/results/training_status.md say what closes the gap);"]
+            "trained on 2 CPU cores for a few epochs (benchmarks/results/ferplus.md, "
+            "levers.md and training_status.md measure what was tried);"]
 
 
 def main() -> None:
@@ -257,6 +260,9 @@ def main() -> None:
                         default=[f"UDC-FERPlus toled={WORK / 'udc-ferplus-toled'}"],
                         help="UDC versions of FERPlus to measure on (name=folder)")
     parser.add_argument("--target", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--made-by", default="`benchmarks/ferplus.py` (see "
+                        "benchmarks/results/ferplus.md for the run, its baselines and "
+                        "learning curves)", help="the training commands, for the card")
     parser.add_argument("--calibration-data", metavar="NAME=DIR",
                         help="fit T on this FERPlus-layout root's validation split (default: "
                              "the checkpoint's own training data, e.g. the clean + UDC mix)")
@@ -281,7 +287,7 @@ def main() -> None:
         meta = ship(args.checkpoint, staged, calibration)
         results = measure(staged, sets, calibration["temperature"])
         command = "python benchmarks/ship_weights.py " + " ".join(sys.argv[1:])
-        text = card(staged, meta, results, sets, command.strip())
+        text = card(staged, meta, results, sets, command.strip(), args.made_by)
         shutil.move(staged, target)
     with atomic_write(target.parent / "MODEL_CARD.md", "w") as handle:
         handle.write(text)

@@ -61,7 +61,8 @@ def test_shipped_file_is_inference_only_calibrated_and_predicts_the_same(
     assert Recognizer(target, device="cpu").temperature == calibration["temperature"]
     results = bench.measure(target, {"toy": data}, calibration["temperature"])
     assert set(results["toy"]["calibration"]) >= {"ece_before", "ece_after"}
-    text = bench.card(target, meta, results, {"toy": data}, "python ship_weights.py")
+    text = bench.card(target, meta, results, {"toy": data}, "python ship_weights.py",
+                      "`lrdif train toy`")
     assert f"T = {calibration['temperature']:.4f}" in text
     assert "left out" in text and "| toy (" in text
 
