@@ -75,6 +75,9 @@ ROWS = (
     Row("udc_toled", "backbone + soft targets", "C: vote distributions as targets",
         "studies/udc_backbone_soft",
         f"lrdif train pretrained_backbone data.root={UDC} soft_targets=true", "backbone"),
+    Row("udc_toled", "backbone + logit-adjusted loss", "C: class imbalance (tau 1)",
+        "studies/udc_backbone_la",
+        f"lrdif train pretrained_backbone data.root={UDC} logit_adjustment=1.0", "backbone"),
     Row("udc_toled", "LRDif S2", "reference (the paper's fusion tokens)",
         "pretrained/udc_toled/ablation/S2-V3", PRETRAINED.format(set="udc_toled"), "backbone"),
     Row("udc_toled", "LRDif S2, flip-averaged", "evaluation as the backbone's",
@@ -114,6 +117,12 @@ ROWS = (
         "token/clean/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
     Row("clean", "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
         "token/clean/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
+    Row("clean", "LRDif S2 + E_I token + E_I head, flip-averaged",
+        "B: E_I's own classifier added to the logits", "studies/clean_head/lrdif_s2",
+        f"lrdif train pretrained_head_s1 data.root={CLEAN} model.options.image_encoder_kwargs."
+        f"checkpoint={BACKBONE.format(set='clean')} --out RUN/lrdif_s1; lrdif train "
+        f"pretrained_token_s2 data.root={CLEAN} model.init_from=RUN/lrdif_s1/best.safetensors "
+        "--out RUN/lrdif_s2", "backbone"),
 )
 ROOTS = {"udc_toled": UDC, "clean": CLEAN}
 
