@@ -172,8 +172,10 @@ def measure(work: Path) -> dict[str, dict[str, Any]]:
     for row in ROWS:
         best = work / row.run / "best.safetensors"
         key = f"{row.set}/{row.label}"
-        if not best.is_file():
-            records[key] = {"row": row.__dict__, "missing": True}
+        planned = (load_checkpoint(best).meta.get("train_config", {}).get("epochs")
+                   if best.is_file() else None)
+        if planned is None or _selected_epoch(best.parent)["epochs"] < planned:
+            records[key] = {"row": row.__dict__, "missing": True}  # not run, or unfinished
             continue
         ev = test_logits(row, best, work / "levers_cache")
         record = {"row": row.__dict__, "test": ev.summary, "selected": _selected_epoch(best.parent),
@@ -203,7 +205,7 @@ def render(records: dict[str, dict[str, Any]]) -> str:
     for r in records.values():
         row = r["row"]
         if r.get("missing"):
-            lines.append(f"| {row['set']} | {row['label']} | {row['lever']} | not run | "
+            lines.append(f"| {row['set']} | {row['label']} | {row['lever']} | not finished | "
                          "- | - | - | - | - | - | - |")
             continue
         t, s = r["test"], r["selected"]
