@@ -69,60 +69,61 @@ TOKEN = ("python benchmarks/ferplus.py full --recipe pretrained_token --work tok
          "--sets {set} --threads 1 --table5 S2-V1 S2-V3")
 PRETRAINED = ("python benchmarks/ferplus.py full --recipe pretrained --work pretrained "
               "--sets {set} --threads 1")
+
+
+def _backbone(set_: str, root: str) -> Row:
+    return Row(set_, "backbone", "reference (evaluated with flip averaging)",
+               f"pretrained/{set_}/backbone", f"lrdif train pretrained_backbone data.root={root}")
+
+
+def _token_rows(set_: str) -> tuple[Row, ...]:
+    """The rows both data sets have: the morning's LRDif, with and without flip averaging,
+    and the E_I-token recipe (stage 1 label-free, S2-V3 with and without flip, S2-V1)."""
+    return (
+        Row(set_, "LRDif S2", "reference (the paper's fusion tokens)",
+            f"pretrained/{set_}/ablation/S2-V3", PRETRAINED.format(set=set_), "backbone"),
+        Row(set_, "LRDif S2, flip-averaged", "evaluation as the backbone's",
+            f"pretrained/{set_}/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
+        Row(set_, "LRDif S1 + E_I token, label-free", "B: E_I token (stage 1)",
+            f"token/{set_}/lrdif_s1", TOKEN.format(set=set_), "backbone", label_free=True),
+        Row(set_, "LRDif S2 + E_I token", "B: E_I features as a fusion token",
+            f"token/{set_}/ablation/S2-V3", TOKEN.format(set=set_), "LRDif S2"),
+        Row(set_, "LRDif S2 + E_I token, flip-averaged", "B + evaluation as the backbone's",
+            f"token/{set_}/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
+        Row(set_, "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
+            f"token/{set_}/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
+    )
+
+
+def _head_row(set_: str, root: str, folder: str) -> Row:
+    return Row(
+        set_, "LRDif S2 + E_I token + E_I head, flip-averaged",
+        "B: E_I's own classifier added to the logits", f"studies/{folder}/lrdif_s2",
+        f"lrdif train pretrained_head_s1 data.root={root} model.options.image_encoder_kwargs."
+        f"checkpoint={BACKBONE.format(set=set_)} --out RUN/lrdif_s1; lrdif train "
+        f"pretrained_token_s2 data.root={root} model.init_from=RUN/lrdif_s1/best.safetensors "
+        "--out RUN/lrdif_s2", "backbone")
+
+
 ROWS = (
-    Row("udc_toled", "backbone", "reference (evaluated with flip averaging)",
-        "pretrained/udc_toled/backbone", f"lrdif train pretrained_backbone data.root={UDC}"),
+    _backbone("udc_toled", UDC),
     Row("udc_toled", "backbone + soft targets", "C: vote distributions as targets",
         "studies/udc_backbone_soft",
         f"lrdif train pretrained_backbone data.root={UDC} soft_targets=true", "backbone"),
     Row("udc_toled", "backbone + logit-adjusted loss", "C: class imbalance (tau 1)",
         "studies/udc_backbone_la",
         f"lrdif train pretrained_backbone data.root={UDC} logit_adjustment=1.0", "backbone"),
-    Row("udc_toled", "LRDif S2", "reference (the paper's fusion tokens)",
-        "pretrained/udc_toled/ablation/S2-V3", PRETRAINED.format(set="udc_toled"), "backbone"),
-    Row("udc_toled", "LRDif S2, flip-averaged", "evaluation as the backbone's",
-        "pretrained/udc_toled/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
-    Row("udc_toled", "LRDif S1 + E_I token, label-free", "B: E_I token (stage 1)",
-        "token/udc_toled/lrdif_s1", TOKEN.format(set="udc_toled"), "backbone",
-        label_free=True),
-    Row("udc_toled", "LRDif S2 + E_I token", "B: E_I features as a fusion token",
-        "token/udc_toled/ablation/S2-V3", TOKEN.format(set="udc_toled"), "LRDif S2"),
-    Row("udc_toled", "LRDif S2 + E_I token, flip-averaged", "B + evaluation as the backbone's",
-        "token/udc_toled/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
-    Row("udc_toled", "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
-        "token/udc_toled/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
+    *_token_rows("udc_toled"),
     Row("udc_toled", "LRDif S2 + E_I token + MediaPipe landmarks",
         "A: detected landmarks (learned maps where none)", "studies/udc_landmarks/lrdif_s2",
         f"{_s1('udc_toled', UDC, ' data.landmarks=mediapipe')} --out RUN/lrdif_s1; "
         f"lrdif train pretrained_token_s2 data.root={UDC} data.landmarks=mediapipe "
         "model.init_from=RUN/lrdif_s1/best.safetensors --out RUN/lrdif_s2",
         "LRDif S2 + E_I token"),
-    Row("udc_toled", "LRDif S2 + E_I token + E_I head, flip-averaged",
-        "B: E_I's own classifier added to the logits", "studies/udc_head/lrdif_s2",
-        f"lrdif train pretrained_head_s1 data.root={UDC} model.options.image_encoder_kwargs."
-        f"checkpoint={BACKBONE.format(set='udc_toled')} --out RUN/lrdif_s1; lrdif train "
-        f"pretrained_token_s2 data.root={UDC} model.init_from=RUN/lrdif_s1/best.safetensors "
-        "--out RUN/lrdif_s2", "backbone"),
-    Row("clean", "backbone", "reference (evaluated with flip averaging)",
-        "pretrained/clean/backbone", f"lrdif train pretrained_backbone data.root={CLEAN}"),
-    Row("clean", "LRDif S2", "reference (the paper's fusion tokens)",
-        "pretrained/clean/ablation/S2-V3", PRETRAINED.format(set="clean"), "backbone"),
-    Row("clean", "LRDif S2, flip-averaged", "evaluation as the backbone's",
-        "pretrained/clean/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
-    Row("clean", "LRDif S1 + E_I token, label-free", "B: E_I token (stage 1)",
-        "token/clean/lrdif_s1", TOKEN.format(set="clean"), "backbone", label_free=True),
-    Row("clean", "LRDif S2 + E_I token", "B: E_I features as a fusion token",
-        "token/clean/ablation/S2-V3", TOKEN.format(set="clean"), "LRDif S2"),
-    Row("clean", "LRDif S2 + E_I token, flip-averaged", "B + evaluation as the backbone's",
-        "token/clean/ablation/S2-V3", "(the same run)", "backbone", test_flip=True),
-    Row("clean", "LRDif S2-V1 + E_I token", "B: E_I token, no diffusion (V1)",
-        "token/clean/ablation/S2-V1", "(the same command)", "LRDif S2 + E_I token"),
-    Row("clean", "LRDif S2 + E_I token + E_I head, flip-averaged",
-        "B: E_I's own classifier added to the logits", "studies/clean_head/lrdif_s2",
-        f"lrdif train pretrained_head_s1 data.root={CLEAN} model.options.image_encoder_kwargs."
-        f"checkpoint={BACKBONE.format(set='clean')} --out RUN/lrdif_s1; lrdif train "
-        f"pretrained_token_s2 data.root={CLEAN} model.init_from=RUN/lrdif_s1/best.safetensors "
-        "--out RUN/lrdif_s2", "backbone"),
+    _head_row("udc_toled", UDC, "udc_head"),
+    _backbone("clean", CLEAN),
+    *_token_rows("clean"),
+    _head_row("clean", CLEAN, "clean_head"),
 )
 ROOTS = {"udc_toled": UDC, "clean": CLEAN}
 
