@@ -101,8 +101,7 @@ def peak_lr(config: TrainConfig) -> float:
     square-root rule for Adam, Malladi et al. 2022); "none" keeps ``optim.lr``."""
     o = config.optim
     ratio = config.batch_size / o.base_batch_size
-    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[o.lr_scaling]
-    return o.lr if o.lr_scaling == "none" else o.lr * factor
+    return o.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[o.lr_scaling]
 
 
 def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
