@@ -298,6 +298,14 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
                                       cache_dir=out / "landmarks")
     _save(work, name, summary)
+    if encoder != "resnet18" and f"{args.recipe}_resnet18" in packaged_config_names():
+        # the from-scratch baseline of the paper's tables, beside the pretrained encoder
+        scratch_config = _config(f"{args.recipe}_resnet18",
+                                 [*common, *extra.get("resnet18", [])])
+        methods["resnet18"] = cached_summary(run_train(scratch_config, out / "resnet18"),
+                                             scratch_config.data, "test",
+                                             cache_dir=out / "landmarks")
+        _save(work, name, summary)
 
     s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
     s1 = run_train(_config(recipe["s1"], [*s1_overrides, *extra.get("s1", [])]),

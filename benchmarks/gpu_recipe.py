@@ -222,7 +222,10 @@ def stage_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
                    "optim.base_batch_size=64"]
     encoder = ferplus.encoder_run(args.recipe)
     out = {}
-    for stage, name in (("encoder", encoder), ("s1", "s1"), ("s2", "s2")):
+    stages = [("encoder", encoder), ("s1", "s1"), ("s2", "s2")]
+    if encoder != "resnet18" and f"{args.recipe}_resnet18" in ferplus.packaged_config_names():
+        stages.append(("resnet18", "resnet18"))  # the from-scratch baseline row
+    for stage, name in stages:
         epochs = load_config(TrainConfig, f"{args.recipe}_{name}", []).epochs
         scaled = max(1, round(epochs * args.epochs_scale)) if args.smoke is None else 1
         own = [o.split(":", 1)[1] for o in args.stage_override if o.startswith(stage + ":")]
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--override", nargs="*", default=[], metavar="key=value",
                    help="config overrides for every run")
     r.add_argument("--stage-override", nargs="*", default=[], metavar="STAGE:key=value",
-                   help="config overrides for one stage: encoder, s1 or s2")
+                   help="config overrides for one stage: encoder, s1, s2 or resnet18")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="lrdif synthesize worker processes")
     r.add_argument("--smoke", type=int, default=None, metavar="N",

@@ -225,3 +225,18 @@ def build_backbone(name: str, *, pretrained: bool, imagenet_head: bool = False) 
             state = {k: v for k, v in state.items() if not k.startswith(cls.head_prefix)}
         model.load_state_dict(state, strict=True)
     return model
+
+
+def pooled_features(backbone: nn.Module, x: Tensor, *, scale: Tensor, shift: Tensor,
+                    input_size: int) -> Tensor:
+    """The globally pooled features (B, feature_dim) of ``backbone`` for images x
+    (B, C_in, H, W): ``x * scale + shift`` with (1, 3, 1, 1) buffers maps the caller's
+    value range to the backbone's normalised input (a grey C_in = 1 broadcasts to RGB),
+    then a bilinear resize to ``input_size`` (the two commute: both are linear and the
+    resize's weights sum to one)."""
+    x = x * scale + shift  # (B, 3, H, W)
+    if x.shape[-1] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear",
+                          align_corners=False)
+    x = x.contiguous(memory_format=torch.channels_last)
+    return backbone.features(x).mean(dim=(2, 3))

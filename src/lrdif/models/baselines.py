@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lrdif.losses import cross_entropy
-from lrdif.models.backbones import BACKBONES, build_backbone
+from lrdif.models.backbones import BACKBONES, build_backbone, pooled_features
 from lrdif.registry import MODELS
 from lrdif.vocabulary import FERPLUS_CLASSES, IMAGE_MEAN, IMAGE_STD, ModelOutput
 
@@ -174,10 +174,10 @@ class BackboneClassifier(Classifier):
         self.class_names = tuple(config.class_names)
         self.backbone = build_backbone(config.backbone, pretrained=pretrained)
         cls = type(self.backbone)
-        self.register_buffer("mean", torch.tensor(cls.input_mean).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(cls.input_std).view(1, 3, 1, 1),
-                             persistent=False)
+        mean, std = torch.tensor(cls.input_mean), torch.tensor(cls.input_std)
+        # images in [0, 1] -> the backbone's input: (x - mean) / std
+        self.register_buffer("scale", (1.0 / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(cls.feature_dim, len(self.class_names))
 
@@ -199,11 +199,6 @@ class BackboneClassifier(Classifier):
 
     def pooled_features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, C_in, H, W) in [0, 1] -> the backbone's pooled features (B, 1280)."""
-        x = images
-        if x.shape[-1] != self.config.input_size:
-            size = (self.config.input_size, self.config.input_size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std  # grey -> RGB, (B, 3, S, S)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone.features(x).mean(dim=(2, 3))
+        return pooled_features(self.backbone, images, scale=self.scale, shift=self.shift,
+                               input_size=self.config.input_size)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lrdif.models.backbones import build_backbone
+from lrdif.models.backbones import build_backbone, pooled_features
 from lrdif.models.baselines import ResNet18, ResNet18Config
 from lrdif.models.clip import load_clip
 from lrdif.registry import IMAGE_ENCODERS
@@ -204,12 +204,8 @@ class BackboneImageEncoder(nn.Module):
             raise CheckpointError(f"{source}: its backbone does not match E_I ({exc})") from exc
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * self.scale + self.shift  # (B, C_in, H, W) -> (B, 3, H, W), backbone's input
-        if x.shape[-1] != self.input_size:
-            size = (self.input_size, self.input_size)
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        x = x.contiguous(memory_format=torch.channels_last)
-        return self.backbone.features(x).mean(dim=(2, 3))  # (B, 1280)
+        return pooled_features(self.backbone, x, scale=self.scale, shift=self.shift,
+                               input_size=self.input_size)  # (B, 1280)
 
 
 # --------------------------------------------------------------------------- registry
