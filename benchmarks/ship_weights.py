@@ -1,7 +1,7 @@
 """Ship a trained stage-2 checkpoint as lrdif's default model, with its model card.
 
     python benchmarks/ship_weights.py [--checkpoint CKPT] [--clean DIR] [--udc NAME=DIR ...]
-        [--calibration-data NAME=DIR]
+        [--calibration-data NAME=DIR] [--test-flip]
 
 Copies ``CKPT`` (default: the UDC-FERPlus LRDif stage 2 of ``benchmarks/ferplus.py``)
 to ``src/lrdif/weights/lrdif_s2_udc_ferplus.safetensors`` for inference only (without
@@ -34,7 +34,12 @@ from lrdif.calibration import calibration_meta, calibration_summary, fit_tempera
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.config import from_dict
 from lrdif.data.splits import DataSection
-from lrdif.evaluate.studies import checkpoint_data_section, evaluate_checkpoint
+from lrdif.evaluate.studies import (
+    checkpoint_data_section,
+    evaluate_checkpoint,
+    evaluate_model,
+    load_eval_split,
+)
 from lrdif.io import atomic_write, file_sha256, portable_paths
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
 from lrdif.train.provenance import git_commit
@@ -64,10 +69,25 @@ def training_data(checkpoint: Path) -> DataSection:
     return from_dict(DataSection, trained, where=f"{checkpoint} train_config.data")
 
 
-def fit_calibration(checkpoint: Path, data: DataSection, cache_dir: Path) -> dict[str, Any]:
-    """Temperature scaling of ``checkpoint`` fitted on ``data``'s validation split."""
-    val = evaluate_checkpoint(checkpoint, data, data.val_split, device="cpu",
-                              cache_dir=cache_dir)
+def load_for_shipping(checkpoint: Path, test_flip: bool) -> torch.nn.Module:
+    """The stage-2 model of ``checkpoint``, with test-time flip averaging switched on when
+    ``test_flip`` (chosen on validation; the stored config then says so)."""
+    source = load_checkpoint(checkpoint)
+    if source.model_name != "lrdif_s2":
+        raise SystemExit(f"{checkpoint}: a {source.model_name!r} checkpoint; the default "
+                         "model is LRDif stage 2")
+    model = load_model(checkpoint)
+    if test_flip:
+        model.config = dataclasses.replace(model.config, test_flip=True)
+    return model
+
+
+def fit_calibration(model: torch.nn.Module, data: DataSection, cache_dir: Path
+                    ) -> dict[str, Any]:
+    """Temperature scaling of ``model`` fitted on ``data``'s validation split."""
+    device = torch.device("cpu")
+    val = evaluate_model(model, load_eval_split(data, data.val_split, model, device=device,
+                                                cache_dir=cache_dir))
     labels = val.split.labels.cpu()
     temperature = fit_temperature(val.logits, labels)
     roots = [data.root, *data.options.get("roots", [])] if data.dataset == "mixed" else [
@@ -78,14 +98,12 @@ def fit_calibration(checkpoint: Path, data: DataSection, cache_dir: Path) -> dic
         nll_after=nll(val.logits, labels, temperature))
 
 
-def ship(checkpoint: Path, target: Path, calibration: dict[str, Any]) -> dict[str, Any]:
-    """Re-save ``checkpoint`` at ``target`` for inference (no teacher, relative paths in
-    the metadata, ``calibration`` in ``meta``); it must give the same logits."""
+def ship(checkpoint: Path, model: torch.nn.Module, target: Path, calibration: dict[str, Any]
+         ) -> dict[str, Any]:
+    """Re-save ``model`` (loaded from ``checkpoint``) at ``target`` for inference (no
+    teacher, relative paths in the metadata, ``calibration`` in ``meta``); it must give
+    the same logits."""
     source = load_checkpoint(checkpoint)
-    if source.model_name != "lrdif_s2":
-        raise SystemExit(f"{checkpoint}: a {source.model_name!r} checkpoint; the default "
-                         "model is LRDif stage 2")
-    model = load_model(checkpoint)
     model.config = dataclasses.replace(  # E_I's source checkpoint, a path
         model.config, image_encoder_kwargs=_relative(model.config.image_encoder_kwargs))
     meta = _relative(dict(source.meta))
@@ -164,6 +182,8 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
            if encoder == "backbone" else "")
         + ("; E_I(x) is also a token of the fusion transformer (`image_token`)"
            if config.get("image_token") else "")
+        + ("; the logits average each face and its mirror (`test_flip`)"
+           if config.get("test_flip") else "")
         + f". {inference / 1e6:.2f} M parameters, all used at inference; the "
         f"{teacher / 1e6:.2f} M of the frozen stage-1 teacher (training only) are left out, "
         f"so this file serves inference, not further training. File: "
@@ -266,6 +286,8 @@ def main() -> None:
     parser.add_argument("--calibration-data", metavar="NAME=DIR",
                         help="fit T on this FERPlus-layout root's validation split (default: "
                              "the checkpoint's own training data, e.g. the clean + UDC mix)")
+    parser.add_argument("--test-flip", action="store_true",
+                        help="ship with test-time flip averaging (LRDifConfig.test_flip)")
     args = parser.parse_args()
     torch.manual_seed(0)
     sets = {"clean FERPlus": args.clean}
@@ -283,8 +305,9 @@ def main() -> None:
                                            or args.calibration_data)
         else:
             data = training_data(args.checkpoint)
-        calibration = fit_calibration(args.checkpoint, data, Path(tmp) / "calibration")
-        meta = ship(args.checkpoint, staged, calibration)
+        model = load_for_shipping(args.checkpoint, args.test_flip)
+        calibration = fit_calibration(model, data, Path(tmp) / "calibration")
+        meta = ship(args.checkpoint, model, staged, calibration)
         results = measure(staged, sets, calibration["temperature"])
         command = "python benchmarks/ship_weights.py " + " ".join(sys.argv[1:])
         text = card(staged, meta, results, sets, command.strip(), args.made_by)

@@ -13,6 +13,7 @@ from lrdif.models.backbones import (
     BACKBONES,
     SameConv2d,
     build_backbone,
+    fold_batch_norms,
     imagenet_weights_path,
 )
 from lrdif.models.baselines import BackboneClassifier, BackboneClassifierConfig
@@ -87,3 +88,19 @@ def test_classifier_test_flip_is_mirror_invariant() -> None:
         model.config.test_flip = False
         plain = model(x).logits
     assert (a - plain).abs().max() > 1e-3
+
+
+def test_folded_batch_norms_give_the_same_outputs() -> None:
+    torch.manual_seed(0)
+    model = build_backbone("mobilenetv2", pretrained=True, imagenet_head=True)
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batch_norms(model)
+    model.eval()
+    x = _chelsea(96)
+    with torch.inference_mode():
+        before = model(x)
+        assert fold_batch_norms(model) == 52  # every norm of MobileNetV2 follows a conv
+        after = model(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    assert fold_batch_norms(model) == 0

@@ -46,11 +46,12 @@ def test_shipped_file_is_inference_only_calibrated_and_predicts_the_same(
     checkpoint, data = stage2
     section = bench.training_data(checkpoint)
     assert section.root == str(data)
-    calibration = bench.fit_calibration(checkpoint, section, tmp_path / "cache")
+    model = bench.load_for_shipping(checkpoint, test_flip=False)
+    calibration = bench.fit_calibration(model, section, tmp_path / "cache")
     assert calibration["temperature"] > 0 and calibration["num_samples"] == 16
     assert calibration["nll_after"] <= calibration["nll_before"] + 1e-9
     target = tmp_path / "shipped.safetensors"
-    meta = bench.ship(checkpoint, target, calibration)
+    meta = bench.ship(checkpoint, model, target, calibration)
     assert target.stat().st_size < checkpoint.stat().st_size
     shipped = load_checkpoint(target)
     assert shipped.left_out == ("teacher",) and shipped.meta["calibration"] == calibration
@@ -72,5 +73,19 @@ def test_a_file_over_the_limit_is_not_shipped(bench, stage2, tmp_path, monkeypat
     monkeypatch.setattr(bench, "MAX_BYTES", 1000)
     target = tmp_path / "shipped.safetensors"
     with pytest.raises(SystemExit, match="over the 0 MB limit"):
-        bench.ship(checkpoint, target, {"temperature": 1.0})
+        bench.ship(checkpoint, bench.load_for_shipping(checkpoint, test_flip=False), target,
+                   {"temperature": 1.0})
     assert not target.exists()
+
+
+def test_test_flip_ships_the_mirror_averaged_model(bench, stage2, tmp_path) -> None:
+    checkpoint, _ = stage2
+    target = tmp_path / "flipped.safetensors"
+    bench.ship(checkpoint, bench.load_for_shipping(checkpoint, test_flip=True), target,
+               {"temperature": 1.0})
+    shipped, plain = load_model(target), load_model(checkpoint)
+    assert shipped.config.test_flip and not plain.config.test_flip
+    images = torch.rand(4, 1, 24, 24)
+    with torch.inference_mode():
+        averaged = 0.5 * (plain(images).logits + plain(images.flip(-1)).logits)
+        assert torch.allclose(shipped(images).logits, averaged, atol=1e-5)

@@ -24,12 +24,14 @@ Every backbone maps an image ``(B, 3, H, W)`` already normalised with its own
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -240,3 +242,29 @@ def pooled_features(backbone: nn.Module, x: Tensor, *, scale: Tensor, shift: Ten
                           align_corners=False)
     x = x.contiguous(memory_format=torch.channels_last)
     return backbone.features(x).mean(dim=(2, 3))
+
+
+def fold_batch_norms(model: nn.Module) -> int:
+    """Fold every ``BatchNorm2d`` that directly follows a ``Conv2d`` inside an
+    ``nn.Sequential`` into that convolution, for inference: in eval mode batch norm is a
+    fixed per-channel affine, which the convolution's weight and bias absorb exactly (up
+    to rounding). The norm becomes an ``Identity``; returns how many were folded.
+
+    The model's state dict changes shape (the norms' keys go, convolutions gain a bias),
+    so a folded model is for running, not for saving as a checkpoint.
+    """
+    if model.training:
+        raise ValueError("fold_batch_norms: the model must be in eval mode (running "
+                         "statistics, not batch statistics)")
+    folded = 0
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for first, second in itertools.pairwise(names):
+            conv, norm = module._modules[first], module._modules[second]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                module._modules[first] = fuse_conv_bn_eval(conv, norm)
+                module._modules[second] = nn.Identity()
+                folded += 1
+    return folded
