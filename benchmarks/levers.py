@@ -105,6 +105,31 @@ def _head_row(set_: str, root: str, folder: str) -> Row:
         "--out RUN/lrdif_s2", "backbone")
 
 
+LIGHT = ("'data.augment={crop_area: [1.0, 1.0], scale: [1.0, 1.0], rotate: 0, "
+         "translate: 0.0833, erase: 0}'")  # flips and +-4-pixel shifts only
+
+
+def _light_rows(set_: str, root: str, folder: str, size: str = "") -> tuple[Row, ...]:
+    """The backbone and the E_I-head LRDif again with light augmentation (``size``: the
+    backbone's input side when not 64, e.g. `` model.options.input_size=96``)."""
+    run = f"benchmarks/work/studies/{folder}"
+    encoder_size = size.replace("model.options.", "model.options.image_encoder_kwargs.")
+    what = "light augmentation" + (f", {size.split('=')[1]}-px E_I" if size else "")
+    backbone = f"backbone, {what}"
+    return (
+        Row(set_, backbone, "C: recipe" if not size else "B: E_I input size",
+            f"studies/{folder}/backbone",
+            f"lrdif train pretrained_backbone data.root={root} {LIGHT}{size} --out {run}/backbone",
+            "backbone" if not size else "backbone, light augmentation"),
+        Row(set_, f"LRDif S2 + E_I token + E_I head, flip-averaged, {what}",
+            "the E_I-head recipe on this backbone", f"studies/{folder}/lrdif_s2",
+            f"lrdif train pretrained_head_s1 data.root={root} {LIGHT}{encoder_size} "
+            f"model.options.image_encoder_kwargs.checkpoint={run}/backbone/best.safetensors "
+            f"--out {run}/lrdif_s1; lrdif train pretrained_token_s2 data.root={root} {LIGHT} "
+            f"model.init_from={run}/lrdif_s1/best.safetensors --out {run}/lrdif_s2", backbone),
+    )
+
+
 ROWS = (
     _backbone("udc_toled", UDC),
     Row("udc_toled", "backbone + soft targets", "C: vote distributions as targets",
@@ -120,10 +145,17 @@ ROWS = (
         f"lrdif train pretrained_token_s2 data.root={UDC} data.landmarks=mediapipe "
         "model.init_from=RUN/lrdif_s1/best.safetensors --out RUN/lrdif_s2",
         "LRDif S2 + E_I token"),
+    Row("udc_toled", "backbone + logit-adjusted loss, no smoothing",
+        "C: class imbalance (tau 1, label smoothing 0)", "studies/udc_backbone_la_nosmooth",
+        f"lrdif train pretrained_backbone data.root={UDC} label_smoothing=0 "
+        "logit_adjustment=1.0", "backbone"),
     _head_row("udc_toled", UDC, "udc_head"),
+    *_light_rows("udc_toled", UDC, "udc_light"),
+    *_light_rows("udc_toled", UDC, "udc_light96", " model.options.input_size=96"),
     _backbone("clean", CLEAN),
     *_token_rows("clean"),
     _head_row("clean", CLEAN, "clean_head"),
+    *_light_rows("clean", CLEAN, "clean_light"),
 )
 ROOTS = {"udc_toled": UDC, "clean": CLEAN}
 
