@@ -270,6 +270,12 @@ def encoder_run(recipe: str) -> str:
     return "backbone" if f"{recipe}_backbone" in packaged_config_names() else "resnet18"
 
 
+def scratch_baseline(recipe: str) -> bool:
+    """Whether the recipe trains a from-scratch ``resnet18`` row beside a pretrained
+    encoder run (its config ``NAME_resnet18`` exists and is not already the encoder)."""
+    return encoder_run(recipe) != "resnet18" and f"{recipe}_resnet18" in packaged_config_names()
+
+
 def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
     """Every run on one data set, in the order the report needs them; the summary
     (``work/NAME/summary.json``) is rewritten after each, so a partial run reports."""
@@ -298,7 +304,7 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
                                       cache_dir=out / "landmarks")
     _save(work, name, summary)
-    if encoder != "resnet18" and f"{args.recipe}_resnet18" in packaged_config_names():
+    if scratch_baseline(args.recipe):
         # the from-scratch baseline of the paper's tables, beside the pretrained encoder
         scratch_config = _config(f"{args.recipe}_resnet18",
                                  [*common, *extra.get("resnet18", [])])

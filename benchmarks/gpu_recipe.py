@@ -223,7 +223,7 @@ def stage_overrides(args: argparse.Namespace) -> dict[str, list[str]]:
     encoder = ferplus.encoder_run(args.recipe)
     out = {}
     stages = [("encoder", encoder), ("s1", "s1"), ("s2", "s2")]
-    if encoder != "resnet18" and f"{args.recipe}_resnet18" in ferplus.packaged_config_names():
+    if ferplus.scratch_baseline(args.recipe):
         stages.append(("resnet18", "resnet18"))  # the from-scratch baseline row
     for stage, name in stages:
         epochs = load_config(TrainConfig, f"{args.recipe}_{name}", []).epochs
