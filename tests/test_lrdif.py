@@ -307,3 +307,30 @@ def test_image_head_starts_from_the_backbone_head_and_test_flip_averages_mirrors
         assert torch.allclose(s2(images.flip(-1), landmarks=mirrored_points).logits, both,
                               atol=1e-5)
         s2.config.test_flip = False
+
+
+def test_logit_offset_shifts_eval_logits_only_and_needs_one_value_per_class() -> None:
+    """logit_offset (post-hoc logit adjustment) is added to the logits in eval mode, after
+    flip averaging, and never in training."""
+    torch.manual_seed(0)
+    s1 = LRDifStage1(config=_config(udcformer=SMALL, epr_dim=32))
+    s2 = LRDifStage2.from_stage1(s1)
+    images = torch.rand(3, 1, 48, 48)
+    offset = tuple(float(k) for k in range(len(s2.class_names)))
+    s2.eval()
+    with torch.inference_mode():
+        plain = s2(images).logits
+        s2.config.test_flip = True
+        flipped = s2(images).logits
+        s2.config = dataclasses.replace(s2.config, logit_offset=offset)
+        assert torch.allclose(s2(images).logits, flipped + torch.tensor(offset), atol=1e-6)
+        s2.config.test_flip = False
+        assert torch.allclose(s2(images).logits, plain + torch.tensor(offset), atol=1e-6)
+    s2.train()
+    labels = torch.tensor([0, 1, 2])
+    torch.manual_seed(1)
+    raw = s2.forward_once(images, labels=labels).logits
+    torch.manual_seed(1)
+    assert torch.allclose(s2(images, labels=labels).logits, raw)
+    with pytest.raises(ValueError, match="one value per class"):
+        dataclasses.replace(s2.config, logit_offset=(0.0, 1.0))

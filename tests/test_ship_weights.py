@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_train_fixtures import one_thread  # noqa: F401 (autouse: one torch thread)
@@ -89,3 +90,29 @@ def test_test_flip_ships_the_mirror_averaged_model(bench, stage2, tmp_path) -> N
     with torch.inference_mode():
         averaged = 0.5 * (plain(images).logits + plain(images.flip(-1)).logits)
         assert torch.allclose(shipped(images).logits, averaged, atol=1e-5)
+
+
+def test_logit_adjustment_is_chosen_on_validation_and_shipped_in_the_logits(
+    bench, stage2: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--logit-adjustment: tau from the validation split, -tau log(prior) stored as the
+    model's logit_offset (so the file, the Recognizer and ONNX all include it), T fitted
+    on the adjusted logits, the choice recorded in the calibration metadata."""
+    checkpoint, _ = stage2
+    model = bench.load_for_shipping(checkpoint, test_flip=False)
+    calibration = bench.fit_calibration(model, bench.training_data(checkpoint),
+                                        tmp_path / "cache", logit_adjustment=True)
+    adjustment = calibration["logit_adjustment"]
+    assert adjustment["tau"] in bench.choose_logit_adjustment.__globals__["TAUS"]
+    assert abs(sum(adjustment["prior"]) - 1) < 1e-9
+    offset = model.config.logit_offset
+    expected = [-adjustment["tau"] * np.log(max(p, 1e-12)) for p in adjustment["prior"]]
+    assert (list(offset) == pytest.approx(expected)) if adjustment["tau"] else offset == ()
+    target = tmp_path / "shipped.safetensors"
+    bench.ship(checkpoint, model, target, calibration)
+    images = torch.rand(4, 1, 24, 24)
+    with torch.inference_mode():
+        shift = load_model(target)(images).logits - load_model(checkpoint)(images).logits
+    assert torch.allclose(shift, torch.tensor(offset or [0.0]).expand_as(shift), atol=1e-5)
+    card_line = bench._adjustment_line(adjustment)
+    assert ("tau = " in card_line) if adjustment["tau"] else ("not kept" in card_line)

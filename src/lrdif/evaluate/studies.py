@@ -8,7 +8,8 @@
 - :func:`epr_diagnostics`: does the stage-2 prior carry the signal? Accuracy with the
   predicted EPR, the teacher's label-derived Z, a zero EPR and another face's x_S2.
 - :func:`logit_adjustment`: post-hoc logit adjustment (Menon et al., ICLR 2021) for the
-  class imbalance, its strength chosen on the validation split.
+  class imbalance, its strength chosen on the validation split
+  (:func:`choose_logit_adjustment`).
 - :func:`paired_bootstrap`: the accuracy difference of two models on the same split,
   with a 95% paired-bootstrap interval (is the diffusion's contribution real?).
 - :func:`run_ablation` (Table 5): from one stage-1 checkpoint, trains each stage-2
@@ -138,31 +139,42 @@ def cached_summary(
 TAUS = tuple(round(0.1 * i, 1) for i in range(21))  # logit adjustment strengths tried
 
 
-def logit_adjustment(
-    val: Evaluation, test: Evaluation, prior: np.ndarray, *, max_accuracy_drop: float = 0.005
-) -> dict[str, Any]:
-    """Post-hoc logit adjustment: predict argmax(logits - tau log prior).
+def _log_prior(prior: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
 
-    ``prior`` (K,) is the training split's class frequency. tau is chosen on the
-    validation split: the highest mean class accuracy among the taus whose validation
-    accuracy stays within ``max_accuracy_drop`` of tau = 0 (so rare classes are
-    recalled without giving up overall accuracy). Returns tau, the validation curve and
-    the test summary at that tau.
-    """
-    log_prior = torch.as_tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
-    k = len(test.split.class_names)
 
-    def measure(ev: Evaluation, tau: float) -> dict[str, Any]:
-        pred = (ev.logits - tau * log_prior).argmax(1).numpy()
-        cm = confusion_matrix(ev.split.labels.cpu().numpy(), pred, k)
-        return summarize(cm, ev.split.class_names)
+def choose_logit_adjustment(
+    val: Evaluation, prior: np.ndarray, *, max_accuracy_drop: float = 0.005
+) -> tuple[float, list[dict[str, float]]]:
+    """tau of post-hoc logit adjustment, argmax(logits - tau log prior), chosen on the
+    validation evaluation ``val``: the highest mean class accuracy among the taus in
+    :data:`TAUS` whose accuracy stays within ``max_accuracy_drop`` of tau = 0 (rare
+    classes recalled without giving up overall accuracy). ``prior`` (K,) is the training
+    split's class frequency. Returns tau and the validation curve."""
+    log_prior, k = _log_prior(prior), len(val.split.class_names)
+    labels = val.split.labels.cpu().numpy()
 
-    curve = [{"tau": tau, **{m: measure(val, tau)[m] for m in ("accuracy", "mean_class_accuracy")}}
-             for tau in TAUS]
+    def scores(tau: float) -> dict[str, float]:
+        cm = confusion_matrix(labels, (val.logits - tau * log_prior).argmax(1).numpy(), k)
+        summary = summarize(cm, val.split.class_names)
+        return {"tau": tau, **{m: summary[m] for m in ("accuracy", "mean_class_accuracy")}}
+
+    curve = [scores(tau) for tau in TAUS]
     floor = curve[0]["accuracy"] - max_accuracy_drop
     best = max((r for r in curve if r["tau"] == 0 or r["accuracy"] >= floor),
                key=lambda r: (r["mean_class_accuracy"], -r["tau"]))
-    return {"tau": best["tau"], "valid_curve": curve, "test": measure(test, best["tau"])}
+    return best["tau"], curve
+
+
+def logit_adjustment(
+    val: Evaluation, test: Evaluation, prior: np.ndarray, *, max_accuracy_drop: float = 0.005
+) -> dict[str, Any]:
+    """Post-hoc logit adjustment with tau from :func:`choose_logit_adjustment` on ``val``:
+    tau, the validation curve and the test summary at that tau."""
+    tau, curve = choose_logit_adjustment(val, prior, max_accuracy_drop=max_accuracy_drop)
+    pred = (test.logits - tau * _log_prior(prior)).argmax(1).numpy()
+    cm = confusion_matrix(test.split.labels.cpu().numpy(), pred, len(test.split.class_names))
+    return {"tau": tau, "valid_curve": curve, "test": summarize(cm, test.split.class_names)}
 
 
 def paired_bootstrap(

@@ -73,6 +73,10 @@ class LRDifConfig:
     # Evaluation averages the logits of each face and its mirror (landmarks mirrored too),
     # as the `backbone` baseline does; False keeps earlier checkpoints as they were.
     test_flip: bool = False
+    # (K,) added to the logits in eval mode: post-hoc logit adjustment -tau log(prior)
+    # (Menon et al., ICLR 2021), tau chosen on validation when a model is shipped
+    # (benchmarks/ship_weights.py); empty = none. Training never sees it.
+    logit_offset: tuple[float, ...] = ()
     udcformer: UDCformerConfig = field(default_factory=UDCformerConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     loss: Literal["ce", "total"] = "total"  # stage 2: Eq. 13 alone (S2-V2) or Eq. 18
@@ -85,6 +89,9 @@ class LRDifConfig:
             raise ValueError(f"need >= 2 distinct class names, got {self.class_names}")
         if self.epr_dim < 1:
             raise ValueError(f"epr_dim must be positive, got {self.epr_dim}")
+        if self.logit_offset and len(self.logit_offset) != len(self.class_names):
+            raise ValueError(f"logit_offset needs one value per class ({len(self.class_names)}),"
+                             f" got {len(self.logit_offset)}")
 
 
 class _LRDifBase(nn.Module):
@@ -172,17 +179,26 @@ class _LRDifBase(nn.Module):
         (B, K) or None -> :class:`ModelOutput` (see each stage's :meth:`forward_once`). With
         ``test_flip`` in eval mode the logits average the face and its mirror (one pass
         over both: a batch of 2B costs less than two of B); the other outputs are the
-        face's own."""
-        if not self.config.test_flip or self.training:
+        face's own. In eval mode ``logit_offset`` is then added to the logits."""
+        if self.training:
             return self.forward_once(images, landmarks=landmarks, labels=labels)
-        b = images.shape[0]
-        if landmarks is not None:
-            mirrored = torch.stack([1.0 - landmarks[..., 0], landmarks[..., 1]], dim=-1)
-            landmarks = torch.cat([landmarks, mirrored])
-        out = self.forward_once(torch.cat([images, images.flip(-1)]), landmarks=landmarks,
-                                labels=None if labels is None else torch.cat([labels, labels]))
-        return ModelOutput(0.5 * (out.logits[:b] + out.logits[b:]), out.features[:b],
-                           *(None if t is None else t[:b] for t in (out.epr, out.epr_teacher)))
+        if self.config.test_flip:
+            b = images.shape[0]
+            if landmarks is not None:
+                mirrored = torch.stack([1.0 - landmarks[..., 0], landmarks[..., 1]], dim=-1)
+                landmarks = torch.cat([landmarks, mirrored])
+            out = self.forward_once(
+                torch.cat([images, images.flip(-1)]), landmarks=landmarks,
+                labels=None if labels is None else torch.cat([labels, labels]))
+            out = ModelOutput(0.5 * (out.logits[:b] + out.logits[b:]), out.features[:b],
+                              *(None if t is None else t[:b] for t in (out.epr, out.epr_teacher)))
+        else:
+            out = self.forward_once(images, landmarks=landmarks, labels=labels)
+        if not self.config.logit_offset:
+            return out
+        offset = torch.tensor(self.config.logit_offset, dtype=out.logits.dtype,
+                              device=out.logits.device)
+        return out._replace(logits=out.logits + offset)
 
     def forward_once(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
