@@ -152,6 +152,10 @@ ROWS = (
     _head_row("udc_toled", UDC, "udc_head"),
     *_light_rows("udc_toled", UDC, "udc_light"),
     *_light_rows("udc_toled", UDC, "udc_light96", " model.options.input_size=96"),
+    Row("udc_toled", "backbone, light augmentation, square-root class sampling",
+        "C: class-balanced sampler (q 0.5)", "studies/udc_light_sqrt/backbone",
+        f"lrdif train pretrained_backbone data.root={UDC} {LIGHT} class_balance=0.5 "
+        "--out benchmarks/work/studies/udc_light_sqrt/backbone", "backbone, light augmentation"),
     _backbone("clean", CLEAN),
     *_token_rows("clean"),
     _head_row("clean", CLEAN, "clean_head"),

@@ -129,6 +129,25 @@ def test_lr_schedules() -> None:
     assert [lr_at(step, s, 10) for s in (0, 19, 20, 45)] == [1.0, 1.0, 0.5, 0.25]
 
 
+def test_class_balance_draws_classes_by_count_to_the_minus_q() -> None:
+    """epoch_order: a permutation by default; class_balance q draws N images with
+    replacement, class c with total probability proportional to n_c^(1-q); seeded by
+    (seed, epoch)."""
+    labels = torch.tensor([0] * 9000 + [1] * 900 + [2] * 100)
+    plain = from_dict(TrainConfig, {})
+    assert torch.equal(loop.epoch_order(plain, 0, labels).sort().values, torch.arange(10000))
+    for q in (1.0, 0.5):
+        config = from_dict(TrainConfig, {"class_balance": q})
+        order = loop.epoch_order(config, 3, labels)
+        assert torch.equal(order, loop.epoch_order(config, 3, labels))
+        assert not torch.equal(order, loop.epoch_order(config, 4, labels))
+        share = torch.bincount(labels[order], minlength=3).double() / len(order)
+        expected = torch.tensor([9000.0, 900.0, 100.0], dtype=torch.float64) ** (1 - q)
+        assert torch.allclose(share, expected / expected.sum(), atol=0.02)
+    with pytest.raises(ConfigError, match="class_balance"):
+        from_dict(TrainConfig, {"class_balance": 1.5})
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data: Path, tmp_path: Path) -> None:
     # epoch 1 at a sane rate; from epoch 2 the rate is 1e30, which blows the weights up
     cfg = toy_train_config("resnet18", data, epochs=3,

@@ -90,6 +90,9 @@ class TrainConfig:
     # logits + tau log(prior), the prior being the training split's class frequencies, so
     # rare classes need larger margins; predictions use the plain logits. 0: plain loss.
     logit_adjustment: float = 0.0
+    # Class-balanced sampling: an epoch draws its N images with replacement, each with
+    # probability proportional to (its class's count)^-q; 0: every image once (loop.epoch_order).
+    class_balance: float = 0.0
     # torch.compile the network a training step calls (CUDA: fuses the small kernels of
     # batch-norm, activations and attention; the first steps pay the compilation).
     compile: bool = False
@@ -106,6 +109,8 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.logit_adjustment < 0:
             raise ConfigError(f"logit_adjustment must be >= 0, got {self.logit_adjustment}")
+        if not 0.0 <= self.class_balance <= 1.0:
+            raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
         if self.optim.base_batch_size < 1:
             raise ConfigError(
                 f"optim.base_batch_size must be >= 1, got {self.optim.base_batch_size}"

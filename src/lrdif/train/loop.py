@@ -293,17 +293,26 @@ class EpochStats:
     seconds: float
 
 
-def epoch_order(config: TrainConfig, epoch: int, n: int) -> Tensor:
-    """The order of the training images in epoch ``epoch``: a permutation seeded by
-    (seed, epoch), the same on every rank; batch ``s`` is ``order[s*B:(s+1)*B]``."""
-    return torch.randperm(n, generator=_generator(derive_seed(config.seed, _PERMUTATION, epoch)))
+def epoch_order(config: TrainConfig, epoch: int, labels: Tensor) -> Tensor:
+    """The order of the training images (labels ``(N,)``) in epoch ``epoch``, seeded by
+    (seed, epoch), the same on every rank; batch ``s`` is ``order[s*B:(s+1)*B]``. A
+    permutation; with ``class_balance`` q > 0, N draws with replacement, image i with
+    probability proportional to n_(y_i)^-q (q = 1: every class equally often, q = 0.5:
+    square-root sampling)."""
+    generator = _generator(derive_seed(config.seed, _PERMUTATION, epoch))
+    if not config.class_balance:
+        return torch.randperm(len(labels), generator=generator)
+    labels = labels.cpu()
+    counts = torch.bincount(labels).to(torch.float64)
+    weights = counts[labels] ** -config.class_balance
+    return torch.multinomial(weights, len(labels), replacement=True, generator=generator)
 
 
 def run_epoch(run: Run, epoch: int) -> EpochStats:
     """Train one epoch, from the saved step when the run resumes mid-epoch."""
     config, progress, device = run.config, run.progress, run.ctx.device
     run.net.train()
-    order = epoch_order(config, epoch, len(run.train)).to(device)  # once, not per step
+    order = epoch_order(config, epoch, run.train.labels).to(device)  # once, not per step
     bar = tqdm(
         total=run.steps_per_epoch, initial=progress.step_in_epoch, disable=not run.ctx.is_main,
         desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", dynamic_ncols=True,
