@@ -119,14 +119,17 @@ def test_checkpoint_trained_with_detected_landmarks_is_refused(stage1, tmp_path)
 
 @pytest.mark.parametrize("which", ["lrdif_backbone", "backbone_classifier"])
 def test_pretrained_recipe_models_export(which, tmp_path):
-    """The pretrained recipe's models: LRDif with the MobileNetV2 E_I and a normalised
-    EPR, and the backbone classifier with test-time flip averaging."""
+    """The pretrained recipe's models: LRDif with the MobileNetV2 E_I at 96 px, a
+    normalised EPR, the E_I token and head, flip averaging and a logit offset (the
+    shipped model's options), and the backbone classifier with flip averaging."""
     from lrdif.models.baselines import BackboneClassifier
 
     torch.manual_seed(0)
     if which == "lrdif_backbone":
-        s1 = LRDifStage1(config=tiny_config(image_encoder="backbone", normalize_epr=True),
-                         pretrained=False)
+        s1 = LRDifStage1(config=tiny_config(
+            image_encoder="backbone", image_encoder_kwargs={"input_size": 96},
+            normalize_epr=True, image_token=True, image_head=True, test_flip=True,
+            logit_offset=tuple(0.1 * k for k in range(8))), pretrained=False)
         model = LRDifStage2.from_stage1(s1)
     else:
         model = BackboneClassifier(pretrained=False)
