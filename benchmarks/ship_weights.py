@@ -44,6 +44,7 @@ from lrdif.evaluate.studies import (
     load_eval_split,
 )
 from lrdif.io import atomic_write, file_sha256, portable_paths
+from lrdif.losses import logit_adjustment_offset
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
 from lrdif.train.provenance import git_commit
 
@@ -101,7 +102,8 @@ def fit_calibration(model: torch.nn.Module, data: DataSection, cache_dir: Path, 
         _, train_labels, classes = read_split(data, data.train_split)
         prior = np.bincount(train_labels, minlength=len(classes)) / len(train_labels)
         tau, curve = choose_logit_adjustment(val, prior)
-        offset = tuple(float(-tau * np.log(max(p, 1e-12))) for p in prior) if tau else ()
+        offset = tuple((-logit_adjustment_offset(torch.as_tensor(train_labels), len(classes),
+                                                 tau)).tolist()) if tau else ()
         model.config = dataclasses.replace(model.config, logit_offset=offset)
         if offset:
             logits = logits + torch.tensor(offset)

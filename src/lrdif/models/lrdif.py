@@ -182,23 +182,27 @@ class _LRDifBase(nn.Module):
         face's own. In eval mode ``logit_offset`` is then added to the logits."""
         if self.training:
             return self.forward_once(images, landmarks=landmarks, labels=labels)
-        if self.config.test_flip:
-            b = images.shape[0]
-            if landmarks is not None:
-                mirrored = torch.stack([1.0 - landmarks[..., 0], landmarks[..., 1]], dim=-1)
-                landmarks = torch.cat([landmarks, mirrored])
-            out = self.forward_once(
-                torch.cat([images, images.flip(-1)]), landmarks=landmarks,
-                labels=None if labels is None else torch.cat([labels, labels]))
-            out = ModelOutput(0.5 * (out.logits[:b] + out.logits[b:]), out.features[:b],
-                              *(None if t is None else t[:b] for t in (out.epr, out.epr_teacher)))
-        else:
-            out = self.forward_once(images, landmarks=landmarks, labels=labels)
+        one_pass = self._flip_averaged if self.config.test_flip else self.forward_once
+        out = one_pass(images, landmarks=landmarks, labels=labels)
         if not self.config.logit_offset:
             return out
         offset = torch.tensor(self.config.logit_offset, dtype=out.logits.dtype,
                               device=out.logits.device)
         return out._replace(logits=out.logits + offset)
+
+    def _flip_averaged(
+        self, images: Tensor, *, landmarks: Tensor | None, labels: Tensor | None
+    ) -> ModelOutput:
+        """:meth:`forward_once` on the faces and their mirrors in one batch of 2B; the
+        logits averaged, the other outputs the face's own."""
+        b = images.shape[0]
+        if landmarks is not None:
+            mirrored = torch.stack([1.0 - landmarks[..., 0], landmarks[..., 1]], dim=-1)
+            landmarks = torch.cat([landmarks, mirrored])
+        out = self.forward_once(torch.cat([images, images.flip(-1)]), landmarks=landmarks,
+                                labels=None if labels is None else torch.cat([labels, labels]))
+        return ModelOutput(0.5 * (out.logits[:b] + out.logits[b:]), out.features[:b],
+                           *(None if t is None else t[:b] for t in (out.epr, out.epr_teacher)))
 
     def forward_once(
         self, images: Tensor, *, landmarks: Tensor | None = None, labels: Tensor | None = None
