@@ -194,6 +194,36 @@ def test_stage2_refuses_a_checkpoint_of_another_architecture(data: Path, tmp_pat
         train(from_dict(TrainConfig, cfg), tmp_path / "s2")
 
 
+def test_init_from_starts_a_run_from_a_checkpoint_of_the_same_model(
+    stage1: Path, data: Path, tmp_path: Path
+) -> None:
+    from lrdif.train.build import build_model
+
+    first = tmp_path / "first"
+    train(from_dict(TrainConfig, toy_train_config("resnet18", data, epochs=1)), first)
+    cfg = toy_train_config("resnet18", data, epochs=1)
+    cfg["model"]["init_from"] = str(first / "best.safetensors")
+    config = from_dict(TrainConfig, cfg)
+    saved = load_checkpoint(first / "best.safetensors")
+    model = build_model(config, class_names=saved.class_names, in_channels=1, image_size=24)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved.state_dict[name]), name
+    # a fresh build (no init_from) differs: the weights did come from the file
+    cfg["model"]["init_from"] = None
+    fresh = build_model(from_dict(TrainConfig, cfg), class_names=saved.class_names,
+                        in_channels=1, image_size=24)
+    assert not torch.equal(fresh.head.weight, saved.state_dict["head.weight"])
+    cfg["model"]["init_from"] = str(stage1 / "best.safetensors")
+    with pytest.raises(ConfigError, match="a 'lrdif_s1' checkpoint; this run trains 'resnet18'"):
+        train(from_dict(TrainConfig, cfg), tmp_path / "wrong")
+    cfg["model"]["init_from"] = str(first / "best.safetensors")
+    cfg["model"]["options"] = {**cfg["model"]["options"],
+                               "class_names": list(saved.class_names[:-1])}
+    with pytest.raises(ConfigError, match="classes"):
+        build_model(from_dict(TrainConfig, cfg), class_names=saved.class_names[:-1],
+                    in_channels=1, image_size=24)
+
+
 def test_a_class_the_checkpoint_does_not_know_is_an_error(
     stage1: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

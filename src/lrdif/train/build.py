@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 import lrdif.models  # noqa: F401 (registers the models)
-from lrdif.checkpoint import load_checkpoint, load_model, new_model
+from lrdif.checkpoint import load_checkpoint, load_model, load_weights, new_model
 from lrdif.config import ConfigError, from_dict, to_dict
 from lrdif.data.splits import label_map
 from lrdif.registry import MODELS
@@ -101,7 +101,26 @@ def build_model(
                 f"model.options.{key} = {given!r}, but the data set's images give {value!r}"
             )
     model_config = from_dict(cls.config_class, options, where="model.options")
-    return new_model(cls, model_config)
+    model = new_model(cls, model_config)
+    if section.init_from:
+        _load_init_from(model, section.name, Path(section.init_from))
+    return model
+
+
+def _load_init_from(model: nn.Module, name: str, path: Path) -> None:
+    """Start ``model`` (MODELS key ``name``) from the weights of a checkpoint of the same
+    model and classes; the run's config may change what weights do not fix (input size)."""
+    ckpt = load_checkpoint(path)
+    where = f"model.init_from = {path}"
+    if ckpt.model_name != name:
+        raise ConfigError(f"{where}: a {ckpt.model_name!r} checkpoint; this run trains {name!r}")
+    if ckpt.left_out:
+        raise ConfigError(f"{where} was saved for inference only (without {list(ckpt.left_out)})"
+                          "; start training from a full checkpoint")
+    if tuple(ckpt.class_names) != tuple(model.class_names):
+        raise ConfigError(f"{where}: classes {list(ckpt.class_names)}, but this run's are "
+                          f"{list(model.class_names)}")
+    load_weights(model, ckpt.state_dict, source=where)
 
 
 def _stage2_from_checkpoint(config: TrainConfig, data_classes: tuple[str, ...]) -> nn.Module:

@@ -28,8 +28,10 @@ class ModelSection:
     # Fields of the model's config dataclass. in_channels, image_size and class_names are
     # taken from the data when left out.
     options: dict[str, Any] = field(default_factory=dict)
-    # Stage 2 only: the stage-1 checkpoint to start from, and from_stage1's keyword options.
+    # The checkpoint the run starts from: stage 2's stage-1 file; for any other model a
+    # checkpoint of that same model (fine-tuning it further, e.g. on new data).
     init_from: str | None = None
+    # Stage 2 only: from_stage1's keyword options.
     stage2: dict[str, Any] = field(default_factory=dict)
 
 
@@ -119,10 +121,8 @@ class TrainConfig:
             raise ConfigError(f"save_every_steps must be >= 0, got {self.save_every_steps}")
         if self.model.name == "lrdif_s2" and not self.model.init_from:
             raise ConfigError("model.init_from: stage 2 (lrdif_s2) needs a stage-1 checkpoint")
-        if self.model.name != "lrdif_s2" and (self.model.init_from or self.model.stage2):
-            raise ConfigError(
-                f"model.init_from / model.stage2 apply to lrdif_s2 only, not {self.model.name!r}"
-            )
+        if self.model.name != "lrdif_s2" and self.model.stage2:
+            raise ConfigError(f"model.stage2 applies to lrdif_s2 only, not {self.model.name!r}")
 
 
 def load_train_config(name_or_path: str | Path, overrides: list[str] = ()) -> TrainConfig:  # type: ignore[assignment]
