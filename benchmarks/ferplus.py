@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model
-from lrdif.config import load_config, packaged_config_names
+from lrdif.config import load_config, packaged_config_names, to_dict
 from lrdif.data.splits import read_split
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
@@ -133,6 +133,36 @@ def run_train(config: TrainConfig, out: Path) -> Path:
         return best
     train(config, out, resume=(out / "resume.safetensors").is_file())
     return best
+
+
+def adopt_run(checkpoint: Path, config: TrainConfig, out: Path) -> Path:
+    """A committed best checkpoint (``benchmarks/checkpoints``) as the finished run ``out`` of
+    ``config``: every setting the file records must equal the config's (``data.root``
+    aside; settings newer than the file are not in it). Copied into ``out`` with its
+    ``NAME.metrics.jsonl`` when there is one."""
+    trained = _flat(load_checkpoint(checkpoint).meta.get("train_config") or {})
+    wanted = _flat(json.loads(json.dumps(to_dict(config))))  # tuples as lists, as stored
+    differ = sorted(k for k, v in trained.items() if k != "data.root" and wanted.get(k) != v)
+    if not trained or differ:
+        raise SystemExit(f"{checkpoint}: not a run of the config of {out} "
+                         f"(settings that differ: {differ or 'no train_config recorded'})")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(checkpoint, out / "best.safetensors")
+    metrics = checkpoint.with_name(checkpoint.name.replace(".safetensors", ".metrics.jsonl"))
+    if metrics.is_file():
+        shutil.copyfile(metrics, out / "metrics.jsonl")
+    return out / "best.safetensors"
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as ``{"optim.lr": 1e-3, ...}``."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 # --------------------------------------------------------------------------- throughput
@@ -300,7 +330,9 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     methods = summary.setdefault("methods", {})
 
     encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
-    encoder_best = run_train(encoder_config, out / encoder)
+    given = dict(args.encoder_checkpoint or {}).get(name)
+    encoder_best = (adopt_run(given, encoder_config, out / encoder) if given
+                    else run_train(encoder_config, out / encoder))
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
                                       cache_dir=out / "landmarks")
     _save(work, name, summary)
@@ -375,7 +407,8 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
 def full(args: argparse.Namespace) -> None:
     smoke = args.smoke is not None
     work = HERE / "work" / ("smoke" if smoke else args.work)
-    results = work if smoke else RESULTS
+    results = work if smoke else args.results
+    results.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     clean = subset_copy(args.data, work / "ferplus", args.smoke) if smoke else args.data
     roots = {"clean": clean}
@@ -573,6 +606,13 @@ def main() -> None:
     f.add_argument("--equal-time", action="store_true",
                    help="also train (or collect) RECIPE_backbone_long, the backbone given "
                         "LRDif's whole training time (a process of its own on another core)")
+    f.add_argument("--encoder-checkpoint", nargs="+", default=[], metavar="SET=FILE",
+                   type=lambda text: tuple(text.split("=", 1)),
+                   help="take the E_I run of SET from a committed best checkpoint of the "
+                        "recipe's encoder config (benchmarks/checkpoints) instead of training it")
+    f.add_argument("--results", type=Path, default=RESULTS,
+                   help="folder for ferplus.md/json and the figures (default "
+                        "benchmarks/results; another recipe's partial runs: elsewhere)")
     f.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     f.add_argument("--work", default="full",
                    help="folder under benchmarks/work for the runs (one per schedule)")

@@ -168,7 +168,8 @@ def test_packaged_configs_load() -> None:
         config = load_train_config(name)
         assert config.batch_size == 64 and config.seed == 0
         # Adam with L2 decay 1e-4 (paper Sec. 4.2), or the pretrained-encoder recipe's AdamW.
-        decay = (0.05, True) if name.startswith(("pretrained", "ship")) else (1e-4, False)
+        decay = ((0.05, True) if name.startswith(("pretrained", "ship", "light96"))
+                 else (1e-4, False))
         assert (config.optim.weight_decay, config.optim.decoupled_weight_decay) == decay
         if name.startswith("paper"):
             assert config.epochs == 100 and config.optim.lr == 3.5e-4
