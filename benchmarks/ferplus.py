@@ -620,6 +620,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=1,
                    help="torch threads for the matmul peak (the training runs' count)")
     r.add_argument("--work", default="full", help="folder under benchmarks/work to report")
+    r.add_argument("--results", type=Path, default=RESULTS, help="folder for ferplus.md/json")
     args = parser.parse_args()
     if args.mode == "throughput":
         throughput(args)
@@ -627,7 +628,7 @@ def main() -> None:
         full(args)
     else:
         torch.set_num_threads(args.threads)
-        report(HERE / "work" / args.work, RESULTS, smoke=False)
+        report(HERE / "work" / args.work, args.results, smoke=False)
 
 
 if __name__ == "__main__":
