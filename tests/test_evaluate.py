@@ -204,3 +204,23 @@ def test_paired_bootstrap_brackets_the_difference() -> None:
     assert out["low"] < 0.1 < out["high"] and out["low"] > 0
     same = paired_bootstrap(better, better, samples=50)
     assert same["difference"] == same["low"] == same["high"] == 0.0
+
+
+def test_epr_diagnostics_decode_as_the_model_does_with_e_i_token_and_head(
+    data: Path, tmp_path: Path
+) -> None:
+    from lrdif.data.splits import DataSection
+    from lrdif.evaluate.studies import evaluate_checkpoint
+
+    s1 = toy_train_config("lrdif_s1", data, epochs=1)
+    s1["model"]["options"] = {**s1["model"]["options"], "image_token": True,
+                              "image_head": True}
+    train(from_dict(TrainConfig, s1), tmp_path / "s1")
+    s2 = toy_train_config("lrdif_s2", data, epochs=1)
+    s2["model"]["init_from"] = str(tmp_path / "s1" / "best.safetensors")
+    train(from_dict(TrainConfig, s2), tmp_path / "s2")
+    ev = evaluate_checkpoint(tmp_path / "s2" / "best.safetensors",
+                             DataSection(root=str(data)), "test", cache_dir=tmp_path)
+    assert ev.model.config.image_token and ev.model.image_head is not None
+    probes = epr_diagnostics(ev.model, ev.split, batch_size=7)
+    assert probes["predicted"]["accuracy"] == ev.summary["accuracy"]

@@ -202,7 +202,8 @@ EPR_PROBES = ("predicted", "teacher", "zero", "other_face_x_s2")
 def epr_diagnostics(
     model: nn.Module, split: SplitData, *, batch_size: int = 256
 ) -> dict[str, dict[str, float]]:
-    """Accuracy of a stage-2 model's UDCformer given each EPR of :data:`EPR_PROBES`.
+    """Accuracy of a stage-2 model's UDCformer given each EPR of :data:`EPR_PROBES` (with
+    the E_I token and head where the model has them; one pass, no flip averaging).
 
     ``predicted``: Z'_0 from the face (what inference uses); ``teacher``: the frozen
     stage-1 Z from the true label and the face; ``zero``: a zero EPR; ``other_face_x_s2``:
@@ -230,7 +231,7 @@ def epr_diagnostics(
                 "other_face_x_s2": model.estimate_epr(x_s2.roll(1, 0), None),
             }
             for probe, epr in eprs.items():
-                preds[probe].append(model.udcformer(x, epr, landmarks)[0].argmax(1).cpu())
+                preds[probe].append(model.decode(x, epr, landmarks, e_i)[0].argmax(1).cpu())
     finally:
         model.train(was_training)
     truth = split.labels.cpu().numpy()

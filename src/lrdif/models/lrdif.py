@@ -209,6 +209,16 @@ class _LRDifBase(nn.Module):
     ) -> ModelOutput:
         raise NotImplementedError
 
+    def decode(
+        self, x: Tensor, epr: Tensor, landmarks: Tensor | None, e_i: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The UDCformer (Fig. 2c) on normalised images x (B, C_in, H, W) given the EPR
+        (B, C), with E_I(x) (B, D_I) as a fusion token (``image_token``) and its own
+        classifier added (``image_head``) -> logits (B, K), fused features (B, D)."""
+        logits, features = self.udcformer(x, epr, landmarks,
+                                          e_i if self.config.image_token else None)
+        return self.classify(logits, e_i), features
+
     def classify(self, logits: Tensor, e_i: Tensor) -> Tensor:
         """The UDCformer's logits (B, K) plus, with ``image_head``, E_I's own (B, K)."""
         return logits if self.image_head is None else logits + self.image_head(e_i)
@@ -265,9 +275,7 @@ class LRDifStage1(_LRDifBase):
         x = self.normalize(images)
         e_i = self.fpen_s1.image_encoder(x)  # (B, D_I)
         z = self.fpen_s1(x, labels, e_i)  # (B, C), Eq. 1
-        logits, features = self.udcformer(  # (B, K), (B, D)
-            x, z, landmarks, e_i if self.config.image_token else None)
-        logits = self.classify(logits, e_i)
+        logits, features = self.decode(x, z, landmarks, e_i)  # (B, K), (B, D)
         return ModelOutput(logits=logits, features=features, epr=z, epr_teacher=None)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
@@ -404,9 +412,7 @@ class LRDifStage2(_LRDifBase):
             with torch.no_grad():  # Eq. 1, frozen
                 z_teacher = self.teacher(x, labels, e_i if self.shares_image_encoder else None)
         epr = self.estimate_epr(x_s2, z_teacher)  # (B, C), Eq. 16 x T
-        logits, features = self.udcformer(x, epr, landmarks,
-                                          e_i if self.config.image_token else None)
-        logits = self.classify(logits, e_i)
+        logits, features = self.decode(x, epr, landmarks, e_i)  # (B, K), (B, D)
         return ModelOutput(logits=logits, features=features, epr=epr, epr_teacher=z_teacher)
 
     def loss(self, output: ModelOutput, labels: Tensor) -> dict[str, Tensor]:
