@@ -330,7 +330,7 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     methods = summary.setdefault("methods", {})
 
     encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
-    given = dict(args.encoder_checkpoint or {}).get(name)
+    given = dict(args.encoder_checkpoint).get(name)
     encoder_best = (adopt_run(given, encoder_config, out / encoder) if given
                     else run_train(encoder_config, out / encoder))
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
