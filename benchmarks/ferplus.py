@@ -41,12 +41,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lrdif.checkpoint import load_checkpoint, load_model
-from lrdif.config import load_config, packaged_config_names, to_dict
-from lrdif.data.splits import read_split
+from lrdif.config import flatten, load_config, packaged_config_names, to_dict
 from lrdif.evaluate import plots
 from lrdif.evaluate.studies import (
     ablation_variants,
@@ -58,6 +56,7 @@ from lrdif.evaluate.studies import (
     run_ablation,
     steps_curve,
     table5_markdown,
+    training_prior,
 )
 from lrdif.io import atomic_write, atomic_write_json, file_sha256, portable_path, tree_sha256
 from lrdif.train.config import TrainConfig
@@ -140,8 +139,8 @@ def adopt_run(checkpoint: Path, config: TrainConfig, out: Path) -> Path:
     ``config``: every setting the file records must equal the config's (``data.root``
     aside; settings newer than the file are not in it). Copied into ``out`` with its
     ``NAME.metrics.jsonl`` when there is one."""
-    trained = _flat(load_checkpoint(checkpoint).meta.get("train_config") or {})
-    wanted = _flat(json.loads(json.dumps(to_dict(config))))  # tuples as lists, as stored
+    trained = flatten(load_checkpoint(checkpoint).meta.get("train_config") or {})
+    wanted = flatten(json.loads(json.dumps(to_dict(config))))  # tuples as lists, as stored
     differ = sorted(k for k, v in trained.items() if k != "data.root" and wanted.get(k) != v)
     if not trained or differ:
         raise SystemExit(f"{checkpoint}: not a run of the config of {out} "
@@ -152,17 +151,6 @@ def adopt_run(checkpoint: Path, config: TrainConfig, out: Path) -> Path:
     if metrics.is_file():
         shutil.copyfile(metrics, out / "metrics.jsonl")
     return out / "best.safetensors"
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested settings as ``{"optim.lr": 1e-3, ...}``."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # --------------------------------------------------------------------------- throughput
@@ -261,7 +249,9 @@ def synthesize(src: Path, dst: Path) -> Path:
 
 SETS = ("clean", "udc_toled")
 METHODS = ("resnet18", "backbone", "backbone_logit_adjusted", "backbone_equal_time",
-           "lrdif_s1_label_free", "lrdif_s2_no_dm", "lrdif_s2", "lrdif_s2_logit_adjusted")
+           "lrdif_s1_label_free", "lrdif_s2_no_dm", "lrdif_s2", "lrdif_s2_logit_adjusted",
+           "lrdif_s2_detected_landmarks")
+DETECTED = "detected_landmarks"  # run folder of the landmark ablation (``--landmarks``)
 
 
 def _summary_path(work: Path, name: str) -> Path:
@@ -286,12 +276,31 @@ def adjusted_summary(best: Path, data: Any, out: Path, cache: dict[str, Any],
     if cache.get(method, {}).get("sha256") != sha:
         val = evaluate_checkpoint(best, data, "valid", cache_dir=out / "landmarks")
         test = evaluate_checkpoint(best, data, "test", cache_dir=out / "landmarks")
-        _, labels, classes = read_split(data, data.train_split)
-        prior = np.bincount(labels, minlength=len(classes)) / len(labels)
-        result = logit_adjustment(val, test, prior)
+        result = logit_adjustment(val, test, training_prior(data)[1])
         cache[method] = {"sha256": sha, "tau": result["tau"],
                          "valid_curve": result["valid_curve"], "test": result["test"]}
     return {**cache[method]["test"], "tau": cache[method]["tau"]}
+
+
+def seed_landmark_caches(work: Path, name: str, run_dirs: list[Path]) -> None:
+    """Copy the detector's landmark caches of data set ``name`` (``work/landmarks/NAME/
+    SPLIT.npz``, written by ``benchmarks/landmark_rate.py`` in the landmark environment,
+    where MediaPipe runs) into each run folder's ``landmarks/``, where training and
+    evaluation look for them; each cache is checked against the images it is read for."""
+    source = work / "landmarks" / name
+    missing = [s for s in ("train", "valid", "test") if not (source / f"{s}.npz").is_file()]
+    if missing:
+        raise SystemExit(
+            f"{source}: no landmark cache for split(s) {', '.join(missing)}; compute them in "
+            "the landmark environment first: OMP_NUM_THREADS=1 PYTHONPATH=src "
+            ".venv-landmarks/bin/python benchmarks/landmark_rate.py --udc "
+            f"{work / 'udc-ferplus-toled'} --cache {work / 'landmarks'} (see .ci/run)")
+    for run_dir in run_dirs:
+        (run_dir / "landmarks").mkdir(parents=True, exist_ok=True)
+        for split in ("train", "valid", "test"):
+            target = run_dir / "landmarks" / f"{split}.npz"
+            if not target.is_file():
+                shutil.copyfile(source / f"{split}.npz", target)
 
 
 def encoder_run(recipe: str) -> str:
@@ -395,6 +404,18 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         methods[f"{method}_logit_adjusted"] = adjusted_summary(
             best, s2_config.data, out, summary.setdefault("logit_adjusted", {}), method)
     _save(work, name, summary)
+    if args.landmarks:  # the landmark ablation: DILnetwork queries from a detector
+        lm = [f"data.landmarks={args.landmarks}"]
+        runs_lm = out / DETECTED
+        seed_landmark_caches(work, name, [runs_lm / "lrdif_s1", runs_lm / "lrdif_s2", runs_lm])
+        s1_lm = run_train(_config(recipe["s1"], [*s1_overrides, *lm, *extra.get("s1", [])]),
+                          runs_lm / "lrdif_s1")
+        s2_lm_config = _config(recipe["s2"], [*common, *lm, f"model.init_from={s1_lm}",
+                                              *extra.get("s2", [])])
+        methods["lrdif_s2_detected_landmarks"] = cached_summary(
+            run_train(s2_lm_config, runs_lm / "lrdif_s2"), s2_lm_config.data, "test",
+            cache_dir=runs_lm / "landmarks")
+        _save(work, name, summary)
     if args.equal_time:  # the backbone alone, given at least LRDif's whole training time
         long_config = _config(f"{args.recipe}_backbone_long", common)
         long_best = run_train(long_config, out / "backbone_equal_time")
@@ -432,7 +453,8 @@ def report(work: Path, results: Path, smoke: bool) -> None:
     threads = torch.get_num_threads()
     for name in summaries:
         for run in ("resnet18", "backbone", "backbone_equal_time", "lrdif_s1",
-                    *(f"ablation/S2-V{i}" for i in range(1, 5))):
+                    *(f"ablation/S2-V{i}" for i in range(1, 5)),
+                    f"{DETECTED}/lrdif_s1", f"{DETECTED}/lrdif_s2"):
             path = work / name / run / "metrics.jsonl"
             if not path.is_file():
                 continue
@@ -606,6 +628,11 @@ def main() -> None:
     f.add_argument("--equal-time", action="store_true",
                    help="also train (or collect) RECIPE_backbone_long, the backbone given "
                         "LRDif's whole training time (a process of its own on another core)")
+    f.add_argument("--landmarks", choices=["mediapipe"], default=None,
+                   help="also train LRDif stages 1 and 2 with the DILnetwork's landmark "
+                        "queries from this detector (learned maps where it finds no face): "
+                        "the landmark ablation row; its caches come from "
+                        "benchmarks/landmark_rate.py in the landmark environment")
     f.add_argument("--encoder-checkpoint", nargs="+", default=[], metavar="SET=FILE",
                    type=lambda text: tuple(text.split("=", 1)),
                    help="take the E_I run of SET from a committed best checkpoint of the "

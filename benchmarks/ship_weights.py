@@ -29,19 +29,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lrdif.calibration import calibration_meta, calibration_summary, fit_temperature, nll
 from lrdif.checkpoint import load_checkpoint, load_model, save_checkpoint
 from lrdif.config import from_dict
-from lrdif.data.splits import DataSection, read_split
+from lrdif.data.splits import DataSection
 from lrdif.evaluate.studies import (
     checkpoint_data_section,
     choose_logit_adjustment,
     evaluate_checkpoint,
     evaluate_model,
     load_eval_split,
+    training_prior,
 )
 from lrdif.io import atomic_write, file_sha256, portable_paths
 from lrdif.losses import logit_adjustment_offset
@@ -99,10 +99,9 @@ def fit_calibration(model: torch.nn.Module, data: DataSection, cache_dir: Path, 
     labels, logits = val.split.labels.cpu(), val.logits
     adjustment = None
     if logit_adjustment:
-        _, train_labels, classes = read_split(data, data.train_split)
-        prior = np.bincount(train_labels, minlength=len(classes)) / len(train_labels)
+        train_labels, prior = training_prior(data)
         tau, curve = choose_logit_adjustment(val, prior)
-        offset = tuple((-logit_adjustment_offset(torch.as_tensor(train_labels), len(classes),
+        offset = tuple((-logit_adjustment_offset(torch.as_tensor(train_labels), len(prior),
                                                  tau)).tolist()) if tau else ()
         model.config = dataclasses.replace(model.config, logit_offset=offset)
         if offset:

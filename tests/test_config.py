@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lrdif.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from lrdif.config import ConfigError, apply_overrides, flatten, from_dict, load_config, to_dict
 from lrdif.registry import Registry
 
 
@@ -56,3 +56,10 @@ def test_registry_lists_known_names_on_miss() -> None:
         reg.get("b")
     with pytest.raises(ValueError, match="registered twice"):
         reg.register("a")(list)
+
+
+def test_flatten_gives_dotted_keys_and_keeps_empty_mappings_as_values() -> None:
+    tree = {"optim": {"lr": 1e-3, "betas": [0.9, 0.99]}, "model": {"options": {}}, "seed": 0}
+    assert flatten(tree) == {"optim.lr": 1e-3, "optim.betas": [0.9, 0.99],
+                             "model.options": {}, "seed": 0}
+    assert flatten({}) == {}

@@ -39,3 +39,19 @@ def test_adopt_run_takes_a_checkpoint_of_the_same_config_only(tmp_path: Path) ->
     with pytest.raises(SystemExit, match=r"optim\.lr"):
         ferplus.adopt_run(committed, from_dict(TrainConfig, other), tmp_path / "c" / "enc")
     assert not (tmp_path / "c").exists()
+
+
+def test_landmark_row_needs_the_detector_caches_and_copies_them_to_each_run(
+        tmp_path: Path) -> None:
+    runs = [tmp_path / "udc_toled" / ferplus.DETECTED / stage for stage in ("lrdif_s1", "")]
+    source = tmp_path / "landmarks" / "udc_toled"
+    source.mkdir(parents=True)
+    (source / "train.npz").write_bytes(b"train")
+    with pytest.raises(SystemExit, match=r"landmarks/udc_toled: no landmark cache.*valid, test"):
+        ferplus.seed_landmark_caches(tmp_path, "udc_toled", runs)
+    for split in ("valid", "test"):
+        (source / f"{split}.npz").write_bytes(split.encode())
+    ferplus.seed_landmark_caches(tmp_path, "udc_toled", runs)
+    for run in runs:
+        assert [(run / "landmarks" / f"{s}.npz").read_bytes() for s in ("train", "valid", "test")
+                ] == [b"train", b"valid", b"test"]

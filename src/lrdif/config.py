@@ -172,6 +172,17 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     )
 
 
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys, ``{"optim": {"lr": 1e-3}}`` -> ``{"optim.lr": 1e-3}``
+    (an empty mapping stays a value), for comparing two settings key by key."""
+    if isinstance(tree, dict) and (tree or not prefix):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
 def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """``over`` laid over ``base``: mappings merge key by key, other values replace."""
     out = dict(base)

@@ -139,6 +139,13 @@ def cached_summary(
 TAUS = tuple(round(0.1 * i, 1) for i in range(21))  # logit adjustment strengths tried
 
 
+def training_prior(data: DataSection) -> tuple[np.ndarray, np.ndarray]:
+    """The training split's labels (N,) and class frequencies (K,), the prior that
+    logit adjustment divides out."""
+    _, labels, classes = read_split(data, data.train_split)
+    return labels, np.bincount(labels, minlength=len(classes)) / len(labels)
+
+
 def _log_prior(prior: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
 

@@ -1,7 +1,9 @@
 """The model a training run trains, and its optimiser.
 
 A fresh MODELS entry whose data-fixed fields (in_channels, image_size, class_names) come
-from the data, or stage 2 (paper Sec. 3.3) built from its stage-1 checkpoint.
+from the data, or stage 2 (paper Sec. 3.3) built from its stage-1 checkpoint; with
+``model.init_from`` any model starts from the weights of a checkpoint of the same model
+and classes (fine-tuning).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import torch
 from PIL import Image, JpegImagePlugin
 from tqdm import tqdm
 
-from lrdif.config import to_dict
+from lrdif.config import flatten, to_dict
 from lrdif.io import TMP_SUFFIX, atomic_write_bytes, atomic_write_json
 from lrdif.udc.degrade import UDCConfig, UDCSimulator
 from lrdif.udc.optics import Optics, psf_checksums
@@ -188,15 +188,6 @@ def process_chunk(relpaths: list[str]) -> ChunkResult:
 # --------------------------------------------------------------------------- the run
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def _check_destination(dst: Path, root: Path, settings: dict[str, Any]) -> None:
     """Refuse a destination that is the source, holds foreign files, or other parameters."""
     src_r, dst_r = root.resolve(), dst.resolve()
@@ -212,7 +203,7 @@ def _check_destination(dst: Path, root: Path, settings: dict[str, Any]) -> None:
             raise SynthesizeError(
                 f"{manifest}: unreadable manifest ({exc}); remove {dst}"
             ) from None
-        new, before = _flatten(settings), _flatten(old)
+        new, before = flatten(settings), flatten(old)
         diff = sorted(k for k in new.keys() | before.keys() if new.get(k) != before.get(k))
         if diff:
             shown = "; ".join(f"{k}: {before.get(k)!r} there, {new.get(k)!r} now" for k in diff[:6])
