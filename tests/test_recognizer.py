@@ -455,3 +455,16 @@ def test_bfloat16_precision_keeps_the_answer(checkpoint):
                                    atol=0.05)
     with pytest.raises(ValueError, match="precision"):
         Recognizer(checkpoint, device="cpu", precision="float16")
+
+
+def test_a_shipped_model_is_chosen_by_name(monkeypatch, tmp_path, checkpoint):
+    monkeypatch.setattr(recognizer_module, "FAST_WEIGHTS", checkpoint)
+    assert Recognizer("fast", device="cpu").weights == checkpoint
+    monkeypatch.setattr(recognizer_module, "DEFAULT_WEIGHTS", checkpoint)
+    assert Recognizer("lrdif", device="cpu").weights == checkpoint
+    monkeypatch.setattr(recognizer_module, "FAST_WEIGHTS", tmp_path / "absent.safetensors")
+    with pytest.raises(NoDefaultWeightsError, match="model 'fast' of lrdif is not installed"):
+        Recognizer("fast")
+    monkeypatch.chdir(tmp_path)  # a file of that name comes before the shipped model
+    (tmp_path / "fast").write_bytes(checkpoint.read_bytes())
+    assert Recognizer("fast", device="cpu").weights == Path("fast")

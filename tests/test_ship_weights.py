@@ -116,3 +116,24 @@ def test_logit_adjustment_is_chosen_on_validation_and_shipped_in_the_logits(
     assert torch.allclose(shift, torch.tensor(offset or [0.0]).expand_as(shift), atol=1e-5)
     card_line = bench._adjustment_line(adjustment)
     assert ("tau = " in card_line) if adjustment["tau"] else ("not kept" in card_line)
+
+
+def test_a_backbone_classifier_ships_as_the_fast_model(bench, stage2, tmp_path) -> None:
+    _, data = stage2
+    config = toy_train_config("backbone", data, epochs=1)
+    config["model"]["options"] = {"backbone": "mobilenetv2", "input_size": 32,
+                                  "test_flip": False}
+    train(from_dict(TrainConfig, config), tmp_path / "fast")
+    checkpoint = tmp_path / "fast" / "best.safetensors"
+    model = bench.load_for_shipping(checkpoint, test_flip=False)
+    calibration = bench.fit_calibration(model, bench.training_data(checkpoint), tmp_path / "c")
+    target = tmp_path / "fast_model.safetensors"
+    meta = bench.ship(checkpoint, model, target, calibration)
+    assert load_checkpoint(target).left_out == ()
+    assert Recognizer(target, device="cpu").temperature == calibration["temperature"]
+    results = bench.measure(target, {"toy": data}, calibration["temperature"])
+    text = bench.card(target, meta, results, {"toy": data}, "python ship_weights.py",
+                      "`lrdif train ship_fast`")
+    assert text.startswith("# Model card: fast_model")
+    assert "`mobilenetv2` backbone classifier" in text and "one pass per face" in text
+    assert "teacher" not in text and "| toy (" in text

@@ -34,8 +34,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="image files, folders (searched recursively) or video files")
     parser.add_argument("--weights", metavar="CKPT",
-                        help="checkpoint made by `lrdif train` (default: the shipped model, "
-                             "which this version does not have)")
+                        help="checkpoint made by `lrdif train`, or a shipped model: 'lrdif' "
+                             "(the default, LRDif stage 2) or 'fast' (MobileNetV2 at 48x48, "
+                             "for bulk face crops)")
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", metavar="FILE",
                      help="write the face records as JSON (every class's probability)")

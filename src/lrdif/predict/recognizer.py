@@ -34,9 +34,9 @@ from lrdif.predict.records import NO_FACE, Predictions, face_record
 from lrdif.predict.video import VideoError, frame_count, is_video, iter_frames
 from lrdif.registry import FACE_DETECTORS, LANDMARKS
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / (
-    "lrdif_s2_udc_ferplus.safetensors"
-)
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "lrdif_s2_udc_ferplus.safetensors"  # "lrdif": LRDif stage 2
+FAST_WEIGHTS = WEIGHTS_DIR / "fast_mobilenetv2_48.safetensors"  # "fast": for bulk crops
 # What lrdif.data.images decodes; other files in a folder (labels, notes) are skipped.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".mpo"})
 _AUTO_PROGRESS = 32  # pictures (images + sampled frames) from which the bar shows by default
@@ -46,6 +46,13 @@ _PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pix
 
 class NoDefaultWeightsError(FileNotFoundError):
     """``Recognizer()`` was called but the default weights file is not installed."""
+
+
+def shipped_weights(name: str) -> Path | None:
+    """The file of a model shipped in the package, by name: ``"lrdif"`` (the default,
+    LRDif stage 2) or ``"fast"`` (MobileNetV2 at 48x48, one pass per face, for bulk
+    crops; cards in ``weights/``); None for any other name."""
+    return {"lrdif": DEFAULT_WEIGHTS, "fast": FAST_WEIGHTS}.get(name)
 
 
 @dataclass
@@ -82,10 +89,12 @@ def _resolve_device(device: str) -> torch.device:
 class Recognizer:
     """Facial expression recognition on photos, folders and videos with a trained checkpoint.
 
-    ``weights``: a checkpoint made by ``lrdif train`` (stage-2 LRDif or a baseline);
-    None means the default model shipped in the package (``DEFAULT_WEIGHTS``, LRDif
-    stage 2 trained on UDC-FERPlus; its card is ``weights/MODEL_CARD.md``); where that
-    file is missing, an error says so rather than run untrained weights. ``detector``: a
+    ``weights``: a checkpoint made by ``lrdif train`` (stage-2 LRDif or a baseline), or
+    the name of a model shipped in the package (:func:`shipped_weights`): None or
+    ``"lrdif"``, the default (LRDif stage 2 trained on clean and UDC FERPlus; its card is
+    ``weights/MODEL_CARD.md``), ``"fast"``, a MobileNetV2 on the same faces at a twentieth
+    of the cost (``weights/FAST_MODEL_CARD.md``); where the file is missing, an error says
+    so rather than run untrained weights. ``detector``: a
     ``FACE_DETECTORS`` name or any :class:`FaceDetector`. ``simulate_udc``: a display
     preset (``"toled"``, ``"poled"``) through which each face crop is passed before the
     model, as UDC-FERPlus was made from clean crops, to show a display's effect (the
@@ -117,16 +126,19 @@ class Recognizer:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if weights is None:
-            if not DEFAULT_WEIGHTS.is_file():
+        name = "lrdif" if weights is None else weights
+        shipped = shipped_weights(name) if isinstance(name, str) else None
+        if shipped is not None and not Path(name).exists():  # a file of that name comes first
+            if not shipped.is_file():
+                which = "default model" if name == "lrdif" else f"model {name!r}"
                 raise NoDefaultWeightsError(
-                    "the default model of lrdif is not installed "
-                    f"(expected {DEFAULT_WEIGHTS}). Reinstall lrdif, or train a model with "
+                    f"the {which} of lrdif is not installed "
+                    f"(expected {shipped}). Reinstall lrdif, or train a model with "
                     "`lrdif train` and pass "
                     "its checkpoint: Recognizer.from_checkpoint('runs/.../best.safetensors') "
                     "or `lrdif predict --weights CKPT ...`"
                 )
-            weights = DEFAULT_WEIGHTS
+            weights = shipped
         self.weights = Path(weights)
         self.device = _resolve_device(device)
         model = load_model(self.weights, device=self.device)
