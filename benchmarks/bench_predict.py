@@ -1,12 +1,14 @@
-"""Prediction speed on CPU: LRDif stage 2 (T = 4) vs the ResNet-18 baseline vs `fer`.
+"""Prediction speed on CPU: LRDif stage 2 (T = 4) and the fast model vs the ResNet-18
+baseline vs `fer`.
 
 Measures, in one run on one machine:
 
 1. faces per second on pre-cropped 48x48 faces (FERPlus test crops when present)
    through ``Recognizer.predict(faces, detect=False)``, for the shipped LRDif stage 2
    (T = 4) in float32 one face at a time (batch 1), in float32 batched (batch 64, the
-   default) and in bf16 autocast batched (``precision="bfloat16"``), and for the
-   ResNet-18 baseline; with each model's forward cost in MFLOP per face;
+   default) and in bf16 autocast batched (``precision="bfloat16"``), for the shipped
+   ``fast`` model (MobileNetV2 at 48 px, batches of 64 and 256) when installed, and for
+   the ResNet-18 baseline; with each model's forward cost in MFLOP per face;
 2. the share of LRDif's time spent in the reverse diffusion loop (Eq. 16 x T);
 3. end-to-end latency on one 640x480 JPEG photo with one face (decode, Haar
    detection, crop, model), median of repeated runs;
@@ -44,7 +46,7 @@ from lrdif.checkpoint import save_checkpoint
 from lrdif.data.images import read_image
 from lrdif.io import atomic_write, atomic_write_json, portable_path, portable_paths
 from lrdif.models.baselines import ResNet18
-from lrdif.predict.recognizer import DEFAULT_WEIGHTS, Recognizer
+from lrdif.predict.recognizer import DEFAULT_WEIGHTS, FAST_WEIGHTS, Recognizer
 from lrdif.train.provenance import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +189,12 @@ def main() -> None:
             "LRDif stage 2 (shipped, T=4), bf16, batch 64": (DEFAULT_WEIGHTS, 64, "bfloat16"),
             "ResNet-18, fp32, batch 64": (baseline, 64, "float32"),
         }
+        if FAST_WEIGHTS.is_file():  # the shipped model for bulk crops (Recognizer("fast"))
+            models.update({
+                "fast (MobileNetV2, 48 px), fp32, batch 64": (FAST_WEIGHTS, 64, "float32"),
+                "fast (MobileNetV2, 48 px), fp32, batch 256": (FAST_WEIGHTS, 256, "float32"),
+                "fast (MobileNetV2, 48 px), bf16, batch 256": (FAST_WEIGHTS, 256, "bfloat16"),
+            })
         for name, (path, batch, precision) in models.items():
             recognizer = Recognizer.from_checkpoint(path, device="cpu", batch_size=batch,
                                                     precision=precision)

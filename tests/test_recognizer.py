@@ -92,6 +92,30 @@ def test_the_shipped_model_is_the_one_its_card_describes():
     assert re.search(r"\| UDC-FERPlus toled .*\| 3137 \| \d+\.\d\d% \|", card)
 
 
+def test_the_fast_model_is_the_one_its_card_describes():
+    """The shipped ``fast`` model: a MobileNetV2 classifier at 48 px without mirror
+    averaging, at most 25 MB, trained on clean and UDC faces, whose SHA-256 and test
+    accuracy its card states."""
+    import hashlib
+    import re
+
+    from lrdif.checkpoint import load_checkpoint
+
+    path = recognizer_module.FAST_WEIGHTS
+    card = (path.parent / "FAST_MODEL_CARD.md").read_text()
+    assert path.stat().st_size <= 25_000_000
+    assert hashlib.sha256(path.read_bytes()).hexdigest() in card
+    shipped = load_checkpoint(path)
+    assert shipped.model_name == "backbone"
+    assert (shipped.config["input_size"], shipped.config["test_flip"]) == (48, False)
+    assert {(m or {}).get("settings", {}).get("simulator", {}).get("display")
+            for m in shipped.meta["udc_manifests"].values()} == {None, "toled", "poled"}
+    rec = Recognizer("fast", device="cpu")
+    (face,) = rec.predict(ASTRONAUT)
+    assert face["dominant_emotion"] in rec.class_names
+    assert re.search(r"\| UDC-FERPlus toled .*\| 3137 \| \d+\.\d\d% \|", card)
+
+
 def test_default_weights_load_when_present(monkeypatch, checkpoint):
     monkeypatch.setattr(recognizer_module, "DEFAULT_WEIGHTS", checkpoint)
     assert Recognizer(device="cpu").weights == checkpoint
