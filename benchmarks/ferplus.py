@@ -24,6 +24,8 @@ Table 5's variants are overrides of the stage-2 config (``configs/studies/table5
 
 ``--smoke N`` runs the same pipeline on the first N images of each split for one epoch
 (a check of the script, not a result); its outputs go to ``benchmarks/work/smoke``.
+``--equal-time`` adds the backbone given LRDif's whole training time, ``--landmarks
+mediapipe`` LRDif with detected landmarks (caches from ``benchmarks/landmark_rate.py``).
 It is not part of CI.
 """
 
