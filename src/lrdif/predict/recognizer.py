@@ -45,7 +45,8 @@ _PENDING_PIXELS = 2**27  # flush a batch early rather than hold more decoded pix
 
 
 class NoDefaultWeightsError(FileNotFoundError):
-    """``Recognizer()`` was called but the default weights file is not installed."""
+    """A shipped model (``Recognizer()``, ``Recognizer("fast")``) was asked for but its
+    weights file is not installed."""
 
 
 def shipped_weights(name: str) -> Path | None:
@@ -92,8 +93,8 @@ class Recognizer:
     ``weights``: a checkpoint made by ``lrdif train`` (stage-2 LRDif or a baseline), or
     the name of a model shipped in the package (:func:`shipped_weights`): None or
     ``"lrdif"``, the default (LRDif stage 2 trained on clean and UDC FERPlus; its card is
-    ``weights/MODEL_CARD.md``), ``"fast"``, a MobileNetV2 on the same faces at a twentieth
-    of the cost (``weights/FAST_MODEL_CARD.md``); where the file is missing, an error says
+    ``weights/MODEL_CARD.md``), ``"fast"``, a MobileNetV2 on the same faces at a ninth of
+    the cost (``weights/FAST_MODEL_CARD.md``); where the file is missing, an error says
     so rather than run untrained weights. ``detector``: a
     ``FACE_DETECTORS`` name or any :class:`FaceDetector`. ``simulate_udc``: a display
     preset (``"toled"``, ``"poled"``) through which each face crop is passed before the
