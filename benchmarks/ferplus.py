@@ -1,6 +1,6 @@
 """The FERPlus benchmark of issue 4: clean FERPlus and UDC-FERPlus (T-OLED), every method.
 
-    python benchmarks/ferplus.py throughput [--steps 30]      # images/s + matmul peak
+    python benchmarks/ferplus.py throughput [--steps 30]      # images/s + compute peak
     python benchmarks/ferplus.py full [--recipe NAME] [--smoke N] [--sets clean udc_toled]
     python benchmarks/ferplus.py report                        # rebuild from finished runs
 
@@ -11,7 +11,9 @@ run (a baseline row too), LRDif stage 1, LRDif stage 2 and stage 2 without diffu
 split (8-class majority protocol), runs the Table 5 ablation and the Fig. 6 iterations
 study on UDC-FERPlus, and writes ``benchmarks/results/ferplus.md`` and ``ferplus.json``.
 Every finished run is reused and every killed one resumed, so re-running the command
-continues where it stopped.
+continues where it stopped. A machine without the run folders continues from the committed
+``ferplus_detail.json`` of ``--results``: ``--missing-rows-only`` trains only the rows it
+lacks (a new ablation row without retraining the rest).
 
 The recipe is three config files, ``--recipe NAME`` naming ``NAME_backbone`` (or
 ``NAME_resnet18``), ``NAME_s1`` and ``NAME_s2`` (packaged names or files in
@@ -86,19 +88,34 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), load average {load:.1f} at start")
 
 
-def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a big torch.mm (2 n^3 per product): 2048^2 float32 on CPU, 8192^2 on GPU."""
-    n, repeats = (2048, 10) if device == "cpu" else (8192, 20)
+def compute_peak(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s this device reaches on dense work: on CPU the faster of a 2048^2 ``torch.mm``
+    (2 n^3 per product) and a 3x3 convolution in channels_last (128 channels, 24x24, batch
+    64; oneDNN), on GPU an 8192^2 ``torch.mm``. Both count on CPU because MKL's sgemm runs
+    at about half of oneDNN's speed on AMD processors (measured here: 106 against 243 to
+    265 GFLOP/s on one thread), so a torch.mm alone understates what convolutions reach."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def rate(work: Any, flops: float, repeats: int) -> float:
+        work()
+        sync()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            work()
+        sync()
+        return flops * repeats / (time.perf_counter() - start)
+
+    n = 2048 if device == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    sync()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync()
-    return 2 * n**3 * repeats / (time.perf_counter() - start)
+    peak = rate(lambda: a @ b, 2 * n**3, 10 if device == "cpu" else 20)
+    if device == "cpu":
+        conv = torch.nn.Conv2d(128, 128, 3, padding=1, bias=False).to(
+            dtype=dtype, memory_format=torch.channels_last)
+        x = torch.rand(64, 128, 24, 24, dtype=dtype).to(memory_format=torch.channels_last)
+        with torch.no_grad():
+            peak = max(peak, rate(lambda: conv(x), 2 * 64 * 24 * 24 * 128 * 128 * 9, 5))
+    return peak
 
 
 def train_flops_per_image(model: torch.nn.Module, size: int) -> float:
@@ -167,7 +184,7 @@ def throughput(args: argparse.Namespace) -> None:
 
         sizes = {"train": args.synthetic, "valid": 512, "test": 16}
         data = make_ferplus(work / "synthetic-ferplus", sizes, size=48)
-    peak = matmul_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32)
+    peak = compute_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32)
     limit = args.steps * 64
     rows = []
     overrides = [f"data.root={data}", "epochs=1", f"limit_train={limit}",
@@ -193,7 +210,7 @@ def throughput(args: argparse.Namespace) -> None:
                      "epoch_time_s_full_ferplus": 25045 / rate})
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else machine()
     report = {"date": datetime.date.today().isoformat(), "commit": git_commit(),
-              "machine": device, "matmul_peak_gflops": peak / 1e9, "bf16": args.bf16,
+              "machine": device, "peak_gflops": peak / 1e9, "bf16": args.bf16,
               "steps": args.steps, "batch_size": 64, "rows": rows,
               "command": "python benchmarks/ferplus.py throughput " + " ".join(sys.argv[2:])}
     results = args.results or RESULTS
@@ -203,14 +220,13 @@ def throughput(args: argparse.Namespace) -> None:
         f"- Command: `{report['command']}`",
         f"- Date: {report['date']}, commit {report['commit']}",
         f"- Machine: {report['machine']}",
-        f"- Matrix-multiply peak ({'bf16' if args.bf16 else 'float32'} torch.mm, same run): "
-        f"{report['matmul_peak_gflops']:.1f} GFLOP/s",
+        f"- Compute peak ({'bf16' if args.bf16 else 'float32'}, same run; "
+        f"`compute_peak`): {report['peak_gflops']:.1f} GFLOP/s",
         f"- Each model: the real training loop (`lrdif.train.loop.train`, augmentation, "
         f"channels_last, Adam) for {args.steps} steps of batch 64 on FERPlus train "
         "(first images); images/s excludes validation.", "",
         "| model | config | train images/s | train GFLOP/image (3x forward; 1x frozen E_I) | "
-        "fraction of matmul "
-        "peak | implied FERPlus epoch (25,045 images) |",
+        "fraction of peak | implied FERPlus epoch (25,045 images) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -258,6 +274,21 @@ DETECTED = "detected_landmarks"  # run folder of the landmark ablation (``--land
 
 def _summary_path(work: Path, name: str) -> Path:
     return work / name / "summary.json"
+
+
+def load_summary(work: Path, results: Path, name: str) -> dict[str, Any]:
+    """Data set ``name``'s summary: the work folder's (runs in progress), else the one
+    committed in ``results/ferplus_detail.json`` (a machine without the earlier run folders
+    continues from the reported rows), else empty. A committed summary's clock is set back
+    by its wall time, so ``wall_s`` keeps counting from it."""
+    path = _summary_path(work, name)
+    if path.is_file():
+        return json.loads(path.read_text())
+    detail = results / "ferplus_detail.json"
+    committed = json.loads(detail.read_text()).get(name) if detail.is_file() else None
+    if not committed:
+        return {}
+    return {**committed, "started": time.time() - committed.get("wall_s", 0.0)}
 
 
 def _save(work: Path, name: str, summary: dict[str, Any]) -> None:
@@ -317,49 +348,15 @@ def scratch_baseline(recipe: str) -> bool:
     return encoder_run(recipe) != "resnet18" and f"{recipe}_resnet18" in packaged_config_names()
 
 
-def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
-    """Every run on one data set, in the order the report needs them; the summary
-    (``work/NAME/summary.json``) is rewritten after each, so a partial run reports."""
-    out = work / name
-    summary_file = _summary_path(work, name)
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    # committed results carry no machine path: the root relative to the repository (or
-    # beside it), and a checksum of the data set's label and manifest files
-    summary.update(root=portable_path(root, REPO), data_sha256=tree_sha256(root),
-                   started=summary.get("started") or time.time())
-    summary.setdefault("commands", [])
-    command = "python benchmarks/ferplus.py " + " ".join(sys.argv[1:])
-    if command not in summary["commands"]:
-        summary["commands"].append(command)
-    # --smoke: one epoch of each, no step checkpoints (a check of the script)
-    smoke = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
-    common = [*smoke, f"data.root={root}"]
-    encoder = encoder_run(args.recipe)
-    recipe = {stage: f"{args.recipe}_{stage}" for stage in (encoder, "s1", "s2")}
-    # per-stage overrides (benchmarks/gpu_recipe.py: epochs, batch, device options)
-    extra: dict[str, list[str]] = getattr(args, "stage_overrides", None) or {}
-    methods = summary.setdefault("methods", {})
-
-    encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
-    given = dict(args.encoder_checkpoint).get(name)
-    encoder_best = (adopt_run(given, encoder_config, out / encoder) if given
-                    else run_train(encoder_config, out / encoder))
-    methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
-                                      cache_dir=out / "landmarks")
-    _save(work, name, summary)
-    if scratch_baseline(args.recipe):
-        # the from-scratch baseline of the paper's tables, beside the pretrained encoder
-        scratch_config = _config(f"{args.recipe}_resnet18",
-                                 [*common, *extra.get("resnet18", [])])
-        methods["resnet18"] = cached_summary(run_train(scratch_config, out / "resnet18"),
-                                             scratch_config.data, "test",
-                                             cache_dir=out / "landmarks")
-        _save(work, name, summary)
-
-    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
-    s1 = run_train(_config(recipe["s1"], [*s1_overrides, *extra.get("s1", [])]),
-                   out / "lrdif_s1")
-    s2_config = _config(recipe["s2"], [*common, f"model.init_from={s1}", *extra.get("s2", [])])
+def lrdif_rows(name: str, out: Path, work: Path, results: Path, args: argparse.Namespace,
+               summary: dict[str, Any], s2_overrides: list[str], s1_config: TrainConfig,
+               s2_recipe: str, encoder: str, encoder_best: Path) -> None:
+    """LRDif's rows on one data set: stage 1, stage 2 with and without diffusion (and on
+    UDC-FERPlus the other Table 5 variants and Fig. 6), the EPR diagnostics, the paired
+    differences to the encoder run and post-hoc logit adjustment; into ``summary``."""
+    methods = summary["methods"]
+    s1 = run_train(s1_config, out / "lrdif_s1")
+    s2_config = _config(s2_recipe, [*s2_overrides, f"model.init_from={s1}"])
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
     if load_checkpoint(s1).config.get("label_dropout", 0) > 0:  # the path stage 2 inherits
@@ -406,7 +403,62 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
         methods[f"{method}_logit_adjusted"] = adjusted_summary(
             best, s2_config.data, out, summary.setdefault("logit_adjusted", {}), method)
     _save(work, name, summary)
-    if args.landmarks:  # the landmark ablation: DILnetwork queries from a detector
+
+
+def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
+    """Every run on one data set, in the order the report needs them; the summary
+    (``work/NAME/summary.json``) is rewritten after each, so a partial run reports."""
+    out = work / name
+    summary = load_summary(work, results, name)
+    # committed results carry no machine path: the root relative to the repository (or
+    # beside it), and a checksum of the data set's label and manifest files
+    data_sha256 = tree_sha256(root)
+    if args.missing_rows_only and summary.get("data_sha256", data_sha256) != data_sha256:
+        raise SystemExit(f"{root}: not the data set the reported {name} rows were measured on "
+                         "(label and manifest checksums differ); run without "
+                         "--missing-rows-only")
+    summary.update(root=portable_path(root, REPO), data_sha256=data_sha256,
+                   started=summary.get("started") or time.time())
+    summary.setdefault("commands", [])
+    command = "python benchmarks/ferplus.py " + " ".join(sys.argv[1:])
+    if command not in summary["commands"]:
+        summary["commands"].append(command)
+    # --smoke: one epoch of each, no step checkpoints (a check of the script)
+    smoke = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
+    common = [*smoke, f"data.root={root}"]
+    encoder = encoder_run(args.recipe)
+    recipe = {stage: f"{args.recipe}_{stage}" for stage in (encoder, "s1", "s2")}
+    # per-stage overrides (benchmarks/gpu_recipe.py: epochs, batch, device options)
+    extra: dict[str, list[str]] = getattr(args, "stage_overrides", None) or {}
+    methods = summary.setdefault("methods", {})
+
+    def missing(method: str) -> bool:  # --missing-rows-only trains a row group once
+        return not (args.missing_rows_only and method in methods)
+
+    encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
+    given = dict(args.encoder_checkpoint).get(name)
+    encoder_best = (adopt_run(given, encoder_config, out / encoder) if given
+                    else run_train(encoder_config, out / encoder))
+    methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
+                                      cache_dir=out / "landmarks")
+    _save(work, name, summary)
+    if scratch_baseline(args.recipe) and missing("resnet18"):
+        # the from-scratch baseline of the paper's tables, beside the pretrained encoder
+        scratch_config = _config(f"{args.recipe}_resnet18",
+                                 [*common, *extra.get("resnet18", [])])
+        methods["resnet18"] = cached_summary(run_train(scratch_config, out / "resnet18"),
+                                             scratch_config.data, "test",
+                                             cache_dir=out / "landmarks")
+        _save(work, name, summary)
+
+    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
+    reported = {r["method"].removeprefix("LRDif_") for r in summary.get("table5", [])}
+    if missing("lrdif_s2") or (name == "udc_toled" and not set(args.table5) <= reported):
+        lrdif_rows(name, out, work, results, args, summary, [*common, *extra.get("s2", [])],
+                   _config(recipe["s1"], [*s1_overrides, *extra.get("s1", [])]),
+                   recipe["s2"], encoder, encoder_best)
+    if args.landmarks and missing("lrdif_s2_detected_landmarks"):
+        # the landmark ablation: DILnetwork queries from a detector
         lm = [f"data.landmarks={args.landmarks}"]
         runs_lm = out / DETECTED
         seed_landmark_caches(work, name, [runs_lm / "lrdif_s1", runs_lm / "lrdif_s2", runs_lm])
@@ -418,7 +470,8 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
             run_train(s2_lm_config, runs_lm / "lrdif_s2"), s2_lm_config.data, "test",
             cache_dir=runs_lm / "landmarks")
         _save(work, name, summary)
-    if args.equal_time:  # the backbone alone, given at least LRDif's whole training time
+    if args.equal_time and missing("backbone_equal_time"):
+        # the backbone alone, given at least LRDif's whole training time
         long_config = _config(f"{args.recipe}_backbone_long", common)
         long_best = run_train(long_config, out / "backbone_equal_time")
         methods["backbone_equal_time"] = cached_summary(long_best, long_config.data, "test",
@@ -443,51 +496,49 @@ def full(args: argparse.Namespace) -> None:
 
 
 def report(work: Path, results: Path, smoke: bool) -> None:
-    """ferplus.json / ferplus.md from every data set's summary so far (missing: '-')."""
-    summaries = {name: json.loads(_summary_path(work, name).read_text())
-                 for name in SETS if _summary_path(work, name).is_file()}
+    """ferplus.json / ferplus.md from every data set's summary so far (missing: '-'). Each
+    run's learning curve and training throughput are kept in its set's summary, so rows
+    whose run folders are gone (committed results) keep theirs."""
+    summaries = {name: s for name in SETS if (s := load_summary(work, results, name))}
     accuracy = {name: {m: round(100 * s["methods"][m]["accuracy"], 2)
                        for m in METHODS if m in s["methods"]}
                 for name, s in summaries.items()}
-    histories: dict[str, list] = {}
-    efficiency: dict[str, dict[str, float]] = {}
     peaks: dict[bool, float] = {}
-    threads = torch.get_num_threads()
-    for name in summaries:
+    for name, s in summaries.items():
+        histories, efficiency = s.setdefault("histories", {}), s.setdefault("efficiency", {})
         for run in ("resnet18", "backbone", "backbone_equal_time", "lrdif_s1",
                     *(f"ablation/S2-V{i}" for i in range(1, 5)),
                     f"{DETECTED}/lrdif_s1", f"{DETECTED}/lrdif_s2"):
             path = work / name / run / "metrics.jsonl"
             if not path.is_file():
                 continue
-            histories[f"{name}/{run}"] = [json.loads(x) for x in path.read_text().splitlines()]
+            histories[run] = [json.loads(x) for x in path.read_text().splitlines()]
             best = work / name / run / "best.safetensors"
-            if best.is_file():  # training FLOPs per image vs this machine's matmul peak
+            if best.is_file():  # training FLOPs per image vs this machine's peak
                 model = load_model(best)
                 meta = load_checkpoint(best).meta
                 bf16 = bool(meta["train_config"].get("bf16"))
-                if bf16 not in peaks:
-                    peaks[bf16] = matmul_peak(dtype=torch.bfloat16 if bf16 else torch.float32)
-                efficiency[f"{name}/{run}"] = {
+                rates = [r["train_images_per_s"] for r in histories[run]
+                         if "train_images_per_s" in r]
+                efficiency[run] = {
                     "train_gflop_per_image": train_flops_per_image(model, 48) / 1e9,
-                    "peak_gflops": peaks[bf16] / 1e9, "bf16": bf16,
-                    "commit": (meta.get("git_commit") or "-")[:12]}
-    for key, h in histories.items():
-        if key in efficiency:
-            rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
-            e = efficiency[key]
-            e["images_per_s"] = sum(rates) / max(len(rates), 1)
+                    "bf16": bf16, "commit": (meta.get("git_commit") or "-")[:12],
+                    "images_per_s": sum(rates) / max(len(rates), 1)}
+        for e in efficiency.values():  # every run against this machine's peak, measured now
+            if e["bf16"] not in peaks:
+                peaks[e["bf16"]] = compute_peak(
+                    dtype=torch.bfloat16 if e["bf16"] else torch.float32)
+            e["peak_gflops"] = peaks[e["bf16"]] / 1e9
             e["fraction_of_peak"] = e["images_per_s"] * e["train_gflop_per_image"] / e[
                 "peak_gflops"]
-    for name, s in summaries.items():
-        s["efficiency"] = {k.split("/", 1)[1]: v for k, v in efficiency.items()
-                           if k.startswith(name + "/")}
-        s["efficiency_threads"] = threads
-    if histories:
-        plots.plot_learning_curves(histories, results / "learning_curves.png")
+        s["efficiency_threads"] = torch.get_num_threads()
+    curves = {f"{name}/{run}": h for name, s in summaries.items()
+              for run, h in s["histories"].items()}
+    if curves:
+        plots.plot_learning_curves(curves, results / "learning_curves.png")
     atomic_write_json(results / "ferplus.json", accuracy)
     atomic_write_json(results / "ferplus_detail.json", summaries)
-    text = render(accuracy, summaries, histories, smoke)
+    text = render(accuracy, summaries, curves, smoke)
     with atomic_write(results / "ferplus.md", "w") as handle:
         handle.write(text)
     print(text)
@@ -580,11 +631,12 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
     lines += ["", "## Learning curves and training throughput", "",
               "![curves](learning_curves.png)", "",
               "Training images/s were measured while both data sets trained side by side, one "
-              "torch thread each; the matmul peak is one thread's `torch.mm` (float32, or "
-              "bf16 for runs trained with bf16 autocast), measured when the report was built.",
+              "torch thread each; the peak is one thread's (`compute_peak`: the faster of a "
+              "torch.mm and a oneDNN convolution, float32, or bf16 for runs trained with bf16 "
+              "autocast), measured when the report was built.",
               "",
               "| run | epochs | best val acc (%) | mean train images/s | train GFLOP/image | "
-              "fraction of matmul peak | wall (min) | trained at commit |",
+              "fraction of peak | wall (min) | trained at commit |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for run, h in histories.items():
         rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
@@ -605,10 +657,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SOURCE, help="clean FERPlus root")
     sub = parser.add_subparsers(dest="mode", required=True)
-    t = sub.add_parser("throughput", help="training images/s of each model + matmul peak")
+    t = sub.add_parser("throughput", help="training images/s of each model + compute peak")
     t.add_argument("--steps", type=int, default=30)
     t.add_argument("--device", default="cpu")
-    t.add_argument("--bf16", action="store_true", help="bf16 autocast (and a bf16 matmul peak)")
+    t.add_argument("--bf16", action="store_true", help="bf16 autocast (and a bf16 compute peak)")
     t.add_argument("--synthetic", type=int, default=0, metavar="N",
                    help="train on N synthetic 48x48 FERPlus-layout images instead of --data")
     t.add_argument("--override", nargs="*", default=[], metavar="key=value",
@@ -635,8 +687,13 @@ def main() -> None:
                         "queries from this detector (learned maps where it finds no face): "
                         "the landmark ablation row; its caches come from "
                         "benchmarks/landmark_rate.py in the landmark environment")
+    f.add_argument("--missing-rows-only", action="store_true",
+                   help="train only the row groups (resnet18, LRDif, landmark ablation, "
+                        "equal-time backbone) the set's summary lacks, that summary being "
+                        "the work folder's or, on a machine without the earlier runs, the "
+                        "one committed in --results/ferplus_detail.json")
     f.add_argument("--encoder-checkpoint", nargs="+", default=[], metavar="SET=FILE",
-                   type=lambda text: tuple(text.split("=", 1)),
+                   type=lambda text: (text.split("=", 1)[0], Path(text.split("=", 1)[-1])),
                    help="take the E_I run of SET from a committed best checkpoint of the "
                         "recipe's encoder config (benchmarks/checkpoints) instead of training it")
     f.add_argument("--results", type=Path, default=RESULTS,
@@ -647,7 +704,7 @@ def main() -> None:
                    help="folder under benchmarks/work for the runs (one per schedule)")
     r = sub.add_parser("report", help="rebuild ferplus.md/json from the finished runs")
     r.add_argument("--threads", type=int, default=1,
-                   help="torch threads for the matmul peak (the training runs' count)")
+                   help="torch threads for the compute peak (the training runs' count)")
     r.add_argument("--work", default="full", help="folder under benchmarks/work to report")
     r.add_argument("--results", type=Path, default=RESULTS, help="folder for ferplus.md/json")
     args = parser.parse_args()

@@ -274,8 +274,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings["synthesize_s"] = time.time() - started - timings["unpack_s"]
     protocol = argparse.Namespace(
         recipe=args.recipe, smoke=args.smoke, table5=list(ferplus.ablation_variants()),
-        equal_time=False, landmarks=None, stage_overrides=stage_overrides(args),
-        encoder_checkpoint=[])
+        equal_time=False, landmarks=None, missing_rows_only=False,
+        stage_overrides=stage_overrides(args), encoder_checkpoint=[])
     results = work / "results"
     results.mkdir(exist_ok=True)
     for name, root in (("udc_toled", udc), ("clean", clean)):  # UDC-FERPlus first

@@ -1,9 +1,11 @@
 """benchmarks/ferplus.py: a committed E_I checkpoint stands in for its run only when it was
-trained with the recipe's config."""
+trained with the recipe's config; committed results stand in for run folders that are gone."""
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,33 @@ def test_landmark_row_needs_the_detector_caches_and_copies_them_to_each_run(
     for run in runs:
         assert [(run / "landmarks" / f"{s}.npz").read_bytes() for s in ("train", "valid", "test")
                 ] == [b"train", b"valid", b"test"]
+
+
+def _row(accuracy: float) -> dict:
+    return {"accuracy": accuracy, "mean_class_accuracy": accuracy - 0.2, "macro_f1": 0.5}
+
+
+def test_the_report_keeps_committed_rows_whose_run_folders_are_gone(tmp_path: Path) -> None:
+    """A fresh machine has none of the earlier run folders: the summary committed in
+    ferplus_detail.json is what a set continues from and what the report shows."""
+    results, work = tmp_path / "results", tmp_path / "work"
+    results.mkdir()
+    committed = {"clean": {"methods": {"backbone": _row(0.8648), "lrdif_s2": _row(0.8671)},
+                           "wall_s": 3600.0, "data_sha256": "abc",
+                           "histories": {"backbone": [{"epoch": 1, "train_loss": 1.0,
+                                                       "val_accuracy": 0.85}]}}}
+    (results / "ferplus_detail.json").write_text(json.dumps(committed))
+    summary = ferplus.load_summary(work, results, "clean")
+    assert summary["methods"]["lrdif_s2"]["accuracy"] == 0.8671
+    assert 3590 < time.time() - summary["started"] < 3700  # wall_s carries on
+    assert ferplus.load_summary(work, results, "udc_toled") == {}
+
+    ferplus.report(work, results, smoke=False)
+    assert (results / "ferplus.json").read_text().count("86.71") == 1
+    table = (results / "ferplus.md").read_text()
+    assert "| backbone | 86.48 |" in table and "| clean/backbone | 1 | 85.00 |" in table
+    assert (results / "learning_curves.png").is_file()
+    # a set with a summary in the work folder (runs in progress) is read from there
+    (work / "clean").mkdir(parents=True)
+    (work / "clean" / "summary.json").write_text('{"methods": {}}')
+    assert ferplus.load_summary(work, results, "clean") == {"methods": {}}
