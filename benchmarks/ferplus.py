@@ -91,9 +91,9 @@ def machine() -> str:
 def compute_peak(device: str = "cpu", dtype: torch.dtype = torch.float32) -> float:
     """FLOP/s this device reaches on dense work: on CPU the faster of a 2048^2 ``torch.mm``
     (2 n^3 per product) and a 3x3 convolution in channels_last (128 channels, 24x24, batch
-    64; oneDNN), on GPU an 8192^2 ``torch.mm``. Both count on CPU because MKL's sgemm runs
-    at about half of oneDNN's speed on AMD processors (measured here: 106 against 243 to
-    265 GFLOP/s on one thread), so a torch.mm alone understates what convolutions reach."""
+    64; oneDNN), on GPU an 8192^2 ``torch.mm``. Both count on CPU because MKL's sgemm
+    reached less than half of oneDNN's rate on this project's AMD machine (106 against 243
+    to 265 GFLOP/s on one thread), so a torch.mm alone understates what convolutions reach."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def rate(work: Any, flops: float, repeats: int) -> float:
