@@ -309,7 +309,7 @@ def adjusted_summary(best: Path, data: Any, out: Path, cache: dict[str, Any],
     if cache.get(method, {}).get("sha256") != sha:
         val = evaluate_checkpoint(best, data, "valid", cache_dir=out / "landmarks")
         test = evaluate_checkpoint(best, data, "test", cache_dir=out / "landmarks")
-        result = logit_adjustment(val, test, training_prior(data)[1])
+        result = logit_adjustment(val, test, training_prior(data))
         cache[method] = {"sha256": sha, "tau": result["tau"],
                          "valid_curve": result["valid_curve"], "test": result["test"]}
     return {**cache[method]["test"], "tau": cache[method]["tau"]}

@@ -46,10 +46,10 @@ from lrdif.evaluate.studies import (
     evaluate_checkpoint,
     evaluate_model,
     load_eval_split,
+    log_prior,
     training_prior,
 )
 from lrdif.io import atomic_write, file_sha256, portable_paths
-from lrdif.losses import logit_adjustment_offset
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
 from lrdif.train.provenance import git_commit
 
@@ -108,10 +108,9 @@ def fit_calibration(model: torch.nn.Module, data: DataSection, cache_dir: Path, 
     labels, logits = val.split.labels.cpu(), val.logits
     adjustment = None
     if logit_adjustment:
-        train_labels, prior = training_prior(data)
+        prior = training_prior(data)
         tau, curve = choose_logit_adjustment(val, prior)
-        offset = tuple((-logit_adjustment_offset(torch.as_tensor(train_labels), len(prior),
-                                                 tau)).tolist()) if tau else ()
+        offset = tuple((-tau * log_prior(prior)).tolist()) if tau else ()
         model.config = dataclasses.replace(model.config, logit_offset=offset)
         if offset:
             logits = logits + torch.tensor(offset)

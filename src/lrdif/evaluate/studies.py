@@ -139,14 +139,16 @@ def cached_summary(
 TAUS = tuple(round(0.1 * i, 1) for i in range(21))  # logit adjustment strengths tried
 
 
-def training_prior(data: DataSection) -> tuple[np.ndarray, np.ndarray]:
-    """The training split's labels (N,) and class frequencies (K,), the prior that
-    logit adjustment divides out."""
+def training_prior(data: DataSection) -> np.ndarray:
+    """The training split's class frequencies (K,), the prior that logit adjustment
+    divides out."""
     _, labels, classes = read_split(data, data.train_split)
-    return labels, np.bincount(labels, minlength=len(classes)) / len(labels)
+    return np.bincount(labels, minlength=len(classes)) / len(labels)
 
 
-def _log_prior(prior: np.ndarray) -> torch.Tensor:
+def log_prior(prior: np.ndarray) -> torch.Tensor:
+    """log(prior) (K,) as logit adjustment subtracts it, tau times: the offset chosen on
+    validation here is the one a shipped model's ``config.logit_offset`` carries."""
     return torch.as_tensor(np.log(np.maximum(prior, 1e-12)), dtype=torch.float32)
 
 
@@ -158,11 +160,11 @@ def choose_logit_adjustment(
     :data:`TAUS` whose accuracy stays within ``max_accuracy_drop`` of tau = 0 (rare
     classes recalled without giving up overall accuracy). ``prior`` (K,) is the training
     split's class frequency. Returns tau and the validation curve."""
-    log_prior, k = _log_prior(prior), len(val.split.class_names)
+    log_p, k = log_prior(prior), len(val.split.class_names)
     labels = val.split.labels.cpu().numpy()
 
     def scores(tau: float) -> dict[str, float]:
-        cm = confusion_matrix(labels, (val.logits - tau * log_prior).argmax(1).numpy(), k)
+        cm = confusion_matrix(labels, (val.logits - tau * log_p).argmax(1).numpy(), k)
         summary = summarize(cm, val.split.class_names)
         return {"tau": tau, **{m: summary[m] for m in ("accuracy", "mean_class_accuracy")}}
 
@@ -179,7 +181,7 @@ def logit_adjustment(
     """Post-hoc logit adjustment with tau from :func:`choose_logit_adjustment` on ``val``:
     tau, the validation curve and the test summary at that tau."""
     tau, curve = choose_logit_adjustment(val, prior, max_accuracy_drop=max_accuracy_drop)
-    pred = (test.logits - tau * _log_prior(prior)).argmax(1).numpy()
+    pred = (test.logits - tau * log_prior(prior)).argmax(1).numpy()
     cm = confusion_matrix(test.split.labels.cpu().numpy(), pred, len(test.split.class_names))
     return {"tau": tau, "valid_curve": curve, "test": summarize(cm, test.split.class_names)}
 
