@@ -538,7 +538,7 @@ def report(work: Path, results: Path, smoke: bool) -> None:
         plots.plot_learning_curves(curves, results / "learning_curves.png")
     atomic_write_json(results / "ferplus.json", accuracy)
     atomic_write_json(results / "ferplus_detail.json", summaries)
-    text = render(accuracy, summaries, curves, smoke)
+    text = render(accuracy, summaries, smoke)
     with atomic_write(results / "ferplus.md", "w") as handle:
         handle.write(text)
     print(text)
@@ -554,7 +554,7 @@ def _table5_so_far(methods: dict[str, Any]) -> list[dict[str, Any]]:
             if k in methods]
 
 
-def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str:
+def render(accuracy: dict, summaries: dict, smoke: bool) -> str:
     lines = [
         "# FERPlus and UDC-FERPlus (T-OLED) benchmark" + (" - SMOKE RUN, not a result"
                                                           if smoke else ""), "",
@@ -638,18 +638,23 @@ def render(accuracy: dict, summaries: dict, histories: dict, smoke: bool) -> str
               "| run | epochs | best val acc (%) | mean train images/s | train GFLOP/image | "
               "fraction of peak | wall (min) | trained at commit |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for run, h in histories.items():
-        rates = [r["train_images_per_s"] for r in h if "train_images_per_s" in r]
-        wall = sum(r.get("epoch_time_s", 0.0) for r in h) / 60
-        name, _, key = run.partition("/")
-        e = summaries[name].get("efficiency", {}).get(key)
-        flops = "-" if e is None else f"{e['train_gflop_per_image']:.2f}"
-        share = "-" if e is None else (f"{100 * e['fraction_of_peak']:.1f}% of "
-                                       f"{e['peak_gflops']:.0f} GFLOP/s"
-                                       f"{' (bf16)' if e['bf16'] else ''}")
-        lines.append(f"| {run} | {len(h)} | {100 * max(r['val_accuracy'] for r in h):.2f} | "
-                     f"{sum(rates) / max(len(rates), 1):.1f} | {flops} | {share} | {wall:.1f} | "
-                     f"{'-' if e is None else e['commit']} |")
+    for name, s in summaries.items():  # runs reported before curves were kept: no curve
+        efficiency, curves = s.get("efficiency", {}), s.get("histories", {})
+        for key in dict.fromkeys([*curves, *efficiency]):
+            h, e = curves.get(key, []), efficiency.get(key)
+            rate = (sum(r["train_images_per_s"] for r in h if "train_images_per_s" in r)
+                    / max(sum("train_images_per_s" in r for r in h), 1) if h
+                    else e["images_per_s"])
+            cells = [str(len(h)) if h else "-",
+                     f"{100 * max(r['val_accuracy'] for r in h):.2f}" if h else "-",
+                     f"{rate:.1f}",
+                     "-" if e is None else f"{e['train_gflop_per_image']:.2f}",
+                     "-" if e is None else (f"{100 * e['fraction_of_peak']:.1f}% of "
+                                            f"{e['peak_gflops']:.0f} GFLOP/s"
+                                            f"{' (bf16)' if e['bf16'] else ''}"),
+                     f"{sum(r.get('epoch_time_s', 0.0) for r in h) / 60:.1f}" if h else "-",
+                     "-" if e is None else e["commit"]]
+            lines.append(f"| {name}/{key} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"
 
 

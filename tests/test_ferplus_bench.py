@@ -71,7 +71,10 @@ def test_the_report_keeps_committed_rows_whose_run_folders_are_gone(tmp_path: Pa
     committed = {"clean": {"methods": {"backbone": _row(0.8648), "lrdif_s2": _row(0.8671)},
                            "wall_s": 3600.0, "data_sha256": "abc",
                            "histories": {"backbone": [{"epoch": 1, "train_loss": 1.0,
-                                                       "val_accuracy": 0.85}]}}}
+                                                       "val_accuracy": 0.85}]},
+                           "efficiency": {"lrdif_s1": {  # reported before curves were kept
+                               "train_gflop_per_image": 0.44, "bf16": False,
+                               "commit": "abc", "images_per_s": 100.0}}}}
     (results / "ferplus_detail.json").write_text(json.dumps(committed))
     summary = ferplus.load_summary(work, results, "clean")
     assert summary["methods"]["lrdif_s2"]["accuracy"] == 0.8671
@@ -82,6 +85,7 @@ def test_the_report_keeps_committed_rows_whose_run_folders_are_gone(tmp_path: Pa
     assert (results / "ferplus.json").read_text().count("86.71") == 1
     table = (results / "ferplus.md").read_text()
     assert "| backbone | 86.48 |" in table and "| clean/backbone | 1 | 85.00 |" in table
+    assert "| clean/lrdif_s1 | - | - | 100.0 | 0.44 |" in table
     assert (results / "learning_curves.png").is_file()
     # a set with a summary in the work folder (runs in progress) is read from there
     (work / "clean").mkdir(parents=True)
