@@ -497,6 +497,12 @@ def full(args: argparse.Namespace) -> None:
     report(work, results, smoke)
 
 
+def mean_train_rate(history: list[dict[str, Any]]) -> float:
+    """Mean training images/s over a run's epochs (its metrics.jsonl rows)."""
+    rates = [r["train_images_per_s"] for r in history if "train_images_per_s" in r]
+    return sum(rates) / max(len(rates), 1)
+
+
 def report(work: Path, results: Path, smoke: bool) -> None:
     """ferplus.json / ferplus.md from every data set's summary so far (missing: '-'). Each
     run's learning curve and training throughput are kept in its set's summary, so rows
@@ -520,12 +526,10 @@ def report(work: Path, results: Path, smoke: bool) -> None:
                 model = load_model(best)
                 meta = load_checkpoint(best).meta
                 bf16 = bool(meta["train_config"].get("bf16"))
-                rates = [r["train_images_per_s"] for r in histories[run]
-                         if "train_images_per_s" in r]
                 efficiency[run] = {
                     "train_gflop_per_image": train_flops_per_image(model, 48) / 1e9,
                     "bf16": bf16, "commit": (meta.get("git_commit") or "-")[:12],
-                    "images_per_s": sum(rates) / max(len(rates), 1)}
+                    "images_per_s": mean_train_rate(histories[run])}
         for e in efficiency.values():  # every run against this machine's peak, measured now
             if e["bf16"] not in peaks:
                 peaks[e["bf16"]] = compute_peak(
@@ -644,9 +648,7 @@ def render(accuracy: dict, summaries: dict, smoke: bool) -> str:
         efficiency, curves = s.get("efficiency", {}), s.get("histories", {})
         for key in dict.fromkeys([*curves, *efficiency]):
             h, e = curves.get(key, []), efficiency.get(key)
-            rate = (sum(r["train_images_per_s"] for r in h if "train_images_per_s" in r)
-                    / max(sum("train_images_per_s" in r for r in h), 1) if h
-                    else e["images_per_s"])
+            rate = mean_train_rate(h) if h else e["images_per_s"]
             cells = [str(len(h)) if h else "-",
                      f"{100 * max(r['val_accuracy'] for r in h):.2f}" if h else "-",
                      f"{rate:.1f}",
@@ -700,7 +702,7 @@ def main() -> None:
                         "the work folder's or, on a machine without the earlier runs, the "
                         "one committed in --results/ferplus_detail.json")
     f.add_argument("--encoder-checkpoint", nargs="+", default=[], metavar="SET=FILE",
-                   type=lambda text: (text.split("=", 1)[0], Path(text.split("=", 1)[-1])),
+                   type=lambda text: (text.partition("=")[0], Path(text.partition("=")[2])),
                    help="take the E_I run of SET from a committed best checkpoint of the "
                         "recipe's encoder config (benchmarks/checkpoints) instead of training it")
     f.add_argument("--results", type=Path, default=RESULTS,
