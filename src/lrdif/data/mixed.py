@@ -22,6 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lrdif.data.base import FERDataset, Sample
 from lrdif.registry import DATASETS
 
@@ -85,6 +87,23 @@ class MixedDataset(FERDataset):
             Sample((part.root.absolute() / s.relpath).as_posix(), s.label, s.votes)
             for part in self.parts for s in part.samples
         ]
+
+    def first_root_index(self) -> np.ndarray:
+        """int64 (N,): for each sample, the index of the first root's sample with the same
+        relative path: its clean view when the other roots are UDC versions of the first
+        made by ``lrdif synthesize`` (which keeps every file's path)."""
+        first = {s.relpath: i for i, s in enumerate(self.parts[0].samples)}
+        index = []
+        for part in self.parts:
+            for s in part.samples:
+                if s.relpath not in first:
+                    raise ValueError(
+                        f"mixed: {part.root / s.relpath} has no image of the same path in "
+                        f"the first root {self.parts[0].root} (split {self.split}); a clean "
+                        "view needs every root made from the first"
+                    )
+                index.append(first[s.relpath])
+        return np.asarray(index, dtype=np.int64)
 
     def counts(self) -> dict[str, int]:
         """Images per root, in order."""

@@ -61,7 +61,7 @@ def read_split(
     data: DataSection, split: str, *, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Decode a split once: (uint8 (N, H, W[, 3]), int64 (N,), class names)."""
-    ds = _open_split(data, split, limit)
+    ds = open_split(data, split, limit)
     # Decoding processes pay off on full data sets; tiny ones decode faster than a spawn.
     workers = min(os.cpu_count() or 1, 4) if len(ds.samples) >= _PARALLEL_DECODE else 0
     images, labels = ds.load_all(workers=workers)
@@ -73,10 +73,10 @@ def read_label_distribution(
 ) -> np.ndarray:
     """float32 (N, K) label distributions of the images :func:`read_split` returns, in the
     same order: normalised crowd votes where the data set has them (FERPlus), else one-hot."""
-    return _open_split(data, split, limit).label_distribution()
+    return open_split(data, split, limit).label_distribution()
 
 
-def _open_split(data: DataSection, split: str, limit: int | None) -> FERDataset:
+def open_split(data: DataSection, split: str, limit: int | None) -> FERDataset:
     """The data set reader of ``split``, listing its first ``limit`` samples (all: None)."""
     ds = DATASETS.build(data.dataset, root=data.root, split=split, **data.options)
     if limit is not None:

@@ -65,12 +65,22 @@ class OptimSection:
 
 
 @dataclass
+class DistillSection:
+    """Knowledge distillation from a trained classifier that sees each training face's
+    clean view (:mod:`lrdif.train.distill`); off while ``teacher`` is null."""
+
+    teacher: str | None = None  # checkpoint of an image-only classifier with the model's classes
+    weight: float = 0.5  # w: targets = (1 - w) labels + w teacher probabilities
+
+
+@dataclass
 class TrainConfig:
     """One training run: model, data, optimiser and loop settings."""
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    distill: DistillSection = field(default_factory=DistillSection)
     epochs: int = 100
     batch_size: int = 64  # global batch, split evenly across DDP ranks
     eval_batch_size: int = 256
@@ -113,6 +123,8 @@ class TrainConfig:
             raise ConfigError(f"logit_adjustment must be >= 0, got {self.logit_adjustment}")
         if not 0.0 <= self.class_balance <= 1.0:
             raise ConfigError(f"class_balance must be in [0, 1], got {self.class_balance}")
+        if not 0.0 < self.distill.weight <= 1.0:
+            raise ConfigError(f"distill.weight must be in (0, 1], got {self.distill.weight}")
         if self.optim.base_batch_size < 1:
             raise ConfigError(
                 f"optim.base_batch_size must be >= 1, got {self.optim.base_batch_size}"

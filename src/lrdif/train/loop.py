@@ -63,6 +63,7 @@ from lrdif.metrics import evaluate_split
 from lrdif.train import distributed
 from lrdif.train.build import build_model_and_optimizer, model_class_names
 from lrdif.train.config import TrainConfig
+from lrdif.train.distill import clean_view_index, distilled_targets
 from lrdif.train.logs import METRICS_FILE, log_epoch, open_tensorboard, write_metrics
 from lrdif.train.provenance import run_meta
 from lrdif.train.state import RESUME_FILE, Progress, check_run_folder, load_resume, save_resume
@@ -260,7 +261,8 @@ def load_splits(
 ) -> tuple[SplitData, SplitData]:
     """The training and validation splits, decoded once and kept in memory as uint8 on the
     training device (FERPlus train is 58 MB), labels in the model's classes, landmarks
-    cached under ``out``; with ``soft_targets`` the training split's label distributions."""
+    cached under ``out``; with ``soft_targets`` the training split's label distributions,
+    with ``distill.teacher`` those mixed with the teacher's (:mod:`lrdif.train.distill`)."""
     d = config.data
     train_np, train_y, data_classes = read_split(d, d.train_split, limit=config.limit_train)
     val_np, val_y, val_classes = read_split(d, d.val_split)
@@ -277,8 +279,12 @@ def load_splits(
         return to_split_data(images, labels, classes, model_classes, landmarks=landmarks,
                              device=ctx.device, where=where, targets=targets)
 
-    return (to_device(train_np, train_y, data_classes, d.train_split, train_targets),
-            to_device(val_np, val_y, val_classes, d.val_split))
+    train = to_device(train_np, train_y, data_classes, d.train_split, train_targets)
+    if config.distill.teacher:
+        views = clean_view_index(d, d.train_split, limit=config.limit_train)
+        train.targets = distilled_targets(config.distill, train, views,
+                                          batch_size=config.eval_batch_size)
+    return train, to_device(val_np, val_y, val_classes, d.val_split)
 
 
 # --------------------------------------------------------------------------- one epoch

@@ -11,6 +11,7 @@ from typing import Any
 
 import lrdif
 from lrdif.config import to_dict
+from lrdif.io import file_sha256
 from lrdif.train.config import TrainConfig
 
 
@@ -62,6 +63,9 @@ def run_meta(config: TrainConfig, *, world_size: int, num_train: int, num_val: i
         "udc_manifest": udc_manifest(d.root),
         **({"udc_manifests": {str(r): udc_manifest(r) for r in mixed_roots(d.root, d.options)}}
            if d.dataset == "mixed" else {}),
+        # the teacher's file, not just its path: its targets shaped every step
+        **({"distill_teacher_sha256": file_sha256(config.distill.teacher)}
+           if config.distill.teacher else {}),
         "git_commit": git_commit(),
         "world_size": world_size,
     }
