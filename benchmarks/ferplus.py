@@ -42,6 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -350,15 +351,41 @@ def scratch_baseline(recipe: str) -> bool:
     return encoder_run(recipe) != "resnet18" and f"{recipe}_resnet18" in packaged_config_names()
 
 
-def lrdif_rows(name: str, out: Path, work: Path, results: Path, args: argparse.Namespace,
-               summary: dict[str, Any], s2_overrides: list[str], s1_config: TrainConfig,
-               s2_recipe: str, encoder: str, encoder_best: Path) -> None:
+@dataclass
+class SetRuns:
+    """One data set's runs: where they go (``out`` = ``work/name``), the overrides every
+    run on it gets (``common``) and each stage's own (``extra``), and the summary they
+    fill, saved after each row group (``save``) so a partial run reports."""
+
+    name: str
+    work: Path
+    results: Path
+    args: argparse.Namespace
+    summary: dict[str, Any]
+    common: list[str]
+    extra: dict[str, list[str]]
+
+    @property
+    def out(self) -> Path:
+        return self.work / self.name
+
+    def overrides(self, stage: str, *more: str) -> list[str]:
+        """A stage's overrides: the common ones, ``more``, then the stage's extra ones."""
+        return [*self.common, *more, *self.extra.get(stage, [])]
+
+    def save(self) -> None:
+        _save(self.work, self.name, self.summary)
+
+
+def lrdif_rows(runs: SetRuns, s1_config: TrainConfig, s2_recipe: str, encoder: str,
+               encoder_best: Path) -> None:
     """LRDif's rows on one data set: stage 1, stage 2 with and without diffusion (and on
     UDC-FERPlus the other Table 5 variants and Fig. 6), the EPR diagnostics, the paired
-    differences to the encoder run and post-hoc logit adjustment; into ``summary``."""
+    differences to the encoder run and post-hoc logit adjustment; into ``runs.summary``."""
+    name, out, results, summary = runs.name, runs.out, runs.results, runs.summary
     methods = summary["methods"]
     s1 = run_train(s1_config, out / "lrdif_s1")
-    s2_config = _config(s2_recipe, [*s2_overrides, f"model.init_from={s1}"])
+    s2_config = _config(s2_recipe, runs.overrides("s2", f"model.init_from={s1}"))
     rows = run_ablation(s2_config, out / "ablation", variants=["S2-V3", "S2-V1"])
     methods["lrdif_s1_with_label"] = rows[0]["test"]
     if load_checkpoint(s1).config.get("label_dropout", 0) > 0:  # the path stage 2 inherits
@@ -383,11 +410,11 @@ def lrdif_rows(name: str, out: Path, work: Path, results: Path, args: argparse.N
         plots.plot_steps_curve([r["steps"] for r in summary["fig6"]],
                                [r["accuracy"] for r in summary["fig6"]],
                                results / "fig6_steps.png", trained_steps=4)
-    _save(work, name, summary)
+    runs.save()
     if name == "udc_toled":  # Table 5: the remaining variants, from the same stage 1
-        variants = args.table5 if args.smoke is None else ["S2-V1", "S2-V3"]
+        variants = runs.args.table5 if runs.args.smoke is None else ["S2-V1", "S2-V3"]
         summary["table5"] = run_ablation(s2_config, out / "ablation", variants=variants)
-        _save(work, name, summary)
+        runs.save()
     # differences that matter, with 95% paired-bootstrap intervals on the test images
     pairs = {"lrdif_s2 - lrdif_s2_no_dm": (s2, out / "ablation" / "S2-V1" / "best.safetensors"),
              f"lrdif_s2 - {encoder}": (s2, encoder_best)}
@@ -398,19 +425,17 @@ def lrdif_rows(name: str, out: Path, work: Path, results: Path, args: argparse.N
             ev_a, ev_b = (evaluate_checkpoint(c, s2_config.data, "test",
                                               cache_dir=out / "landmarks") for c in (a, b))
             cache[label] = {"sha256": key, **paired_bootstrap(ev_a, ev_b)}
-    _save(work, name, summary)
+    runs.save()
     # class imbalance: post-hoc logit adjustment, its strength chosen on valid
-    runs = {encoder: encoder_best, "lrdif_s2": s2}
-    for method, best in runs.items():
+    for method, best in {encoder: encoder_best, "lrdif_s2": s2}.items():
         methods[f"{method}_logit_adjusted"] = adjusted_summary(
             best, s2_config.data, out, summary.setdefault("logit_adjusted", {}), method)
-    _save(work, name, summary)
+    runs.save()
 
 
 def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Namespace) -> None:
     """Every run on one data set, in the order the report needs them; the summary
     (``work/NAME/summary.json``) is rewritten after each, so a partial run reports."""
-    out = work / name
     summary = load_summary(work, results, name)
     # committed results carry no machine path: the root relative to the repository (or
     # beside it), and a checksum of the data set's label and manifest files
@@ -425,61 +450,60 @@ def run_set(name: str, root: Path, work: Path, results: Path, args: argparse.Nam
     command = "python benchmarks/ferplus.py " + " ".join(sys.argv[1:])
     if command not in summary["commands"]:
         summary["commands"].append(command)
-    # --smoke: one epoch of each, no step checkpoints (a check of the script)
+    # --smoke: one epoch of each, no step checkpoints (a check of the script); per-stage
+    # overrides: benchmarks/gpu_recipe.py (epochs, batch, device options)
     smoke = ["epochs=1", "save_every_steps=0"] if args.smoke is not None else []
-    common = [*smoke, f"data.root={root}"]
+    runs = SetRuns(name, work, results, args, summary, common=[*smoke, f"data.root={root}"],
+                   extra=getattr(args, "stage_overrides", None) or {})
+    out = runs.out
     encoder = encoder_run(args.recipe)
     recipe = {stage: f"{args.recipe}_{stage}" for stage in (encoder, "s1", "s2")}
-    # per-stage overrides (benchmarks/gpu_recipe.py: epochs, batch, device options)
-    extra: dict[str, list[str]] = getattr(args, "stage_overrides", None) or {}
     methods = summary.setdefault("methods", {})
 
     def missing(method: str) -> bool:  # --missing-rows-only trains a row group once
         return not (args.missing_rows_only and method in methods)
 
-    encoder_config = _config(recipe[encoder], [*common, *extra.get("encoder", [])])
+    encoder_config = _config(recipe[encoder], runs.overrides("encoder"))
     given = dict(args.encoder_checkpoint).get(name)
     encoder_best = (adopt_run(given, encoder_config, out / encoder) if given
                     else run_train(encoder_config, out / encoder))
     methods[encoder] = cached_summary(encoder_best, encoder_config.data, "test",
                                       cache_dir=out / "landmarks")
-    _save(work, name, summary)
+    runs.save()
     if scratch_baseline(args.recipe) and missing("resnet18"):
         # the from-scratch baseline of the paper's tables, beside the pretrained encoder
-        scratch_config = _config(f"{args.recipe}_resnet18",
-                                 [*common, *extra.get("resnet18", [])])
+        scratch_config = _config(f"{args.recipe}_resnet18", runs.overrides("resnet18"))
         methods["resnet18"] = cached_summary(run_train(scratch_config, out / "resnet18"),
                                              scratch_config.data, "test",
                                              cache_dir=out / "landmarks")
-        _save(work, name, summary)
+        runs.save()
 
-    s1_overrides = [*common, f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"]
+    encoder_ckpt = f"model.options.image_encoder_kwargs.checkpoint={encoder_best}"
     reported = {r["method"].removeprefix("LRDif_") for r in summary.get("table5", [])}
     if missing("lrdif_s2") or (name == "udc_toled" and not set(args.table5) <= reported):
-        lrdif_rows(name, out, work, results, args, summary, [*common, *extra.get("s2", [])],
-                   _config(recipe["s1"], [*s1_overrides, *extra.get("s1", [])]),
+        lrdif_rows(runs, _config(recipe["s1"], runs.overrides("s1", encoder_ckpt)),
                    recipe["s2"], encoder, encoder_best)
     if args.landmarks and missing("lrdif_s2_detected_landmarks"):
         # the landmark ablation: DILnetwork queries from a detector
-        lm = [f"data.landmarks={args.landmarks}"]
+        lm = f"data.landmarks={args.landmarks}"
         runs_lm = out / DETECTED
         seed_landmark_caches(work, name, [runs_lm / "lrdif_s1", runs_lm / "lrdif_s2", runs_lm])
-        s1_lm = run_train(_config(recipe["s1"], [*s1_overrides, *lm, *extra.get("s1", [])]),
+        s1_lm = run_train(_config(recipe["s1"], runs.overrides("s1", encoder_ckpt, lm)),
                           runs_lm / "lrdif_s1")
-        s2_lm_config = _config(recipe["s2"], [*common, *lm, f"model.init_from={s1_lm}",
-                                              *extra.get("s2", [])])
+        s2_lm_config = _config(recipe["s2"],
+                               runs.overrides("s2", lm, f"model.init_from={s1_lm}"))
         methods["lrdif_s2_detected_landmarks"] = cached_summary(
             run_train(s2_lm_config, runs_lm / "lrdif_s2"), s2_lm_config.data, "test",
             cache_dir=runs_lm / "landmarks")
-        _save(work, name, summary)
+        runs.save()
     if args.equal_time and missing("backbone_equal_time"):
         # the backbone alone, given at least LRDif's whole training time
-        long_config = _config(f"{args.recipe}_backbone_long", common)
+        long_config = _config(f"{args.recipe}_backbone_long", runs.common)
         long_best = run_train(long_config, out / "backbone_equal_time")
         methods["backbone_equal_time"] = cached_summary(long_best, long_config.data, "test",
                                                         cache_dir=out / "landmarks")
     summary["wall_s"] = time.time() - summary["started"]
-    _save(work, name, summary)
+    runs.save()
 
 
 def full(args: argparse.Namespace) -> None:
@@ -537,7 +561,6 @@ def report(work: Path, results: Path, smoke: bool) -> None:
             e["peak_gflops"] = peaks[e["bf16"]] / 1e9
             e["fraction_of_peak"] = e["images_per_s"] * e["train_gflop_per_image"] / e[
                 "peak_gflops"]
-        s["efficiency_threads"] = torch.get_num_threads()
     curves = {f"{name}/{run}": h for name, s in summaries.items()
               for run, h in s["histories"].items()}
     if curves:
