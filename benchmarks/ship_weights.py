@@ -217,6 +217,10 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
            if train.get("model", {}).get("stage2") else "")
         + (f", options `{json.dumps(train['model']['options'], sort_keys=True)}`"
            if ckpt.model_name != "lrdif_s2" and train.get("model", {}).get("options") else "")
+        + (f", distilled from the clean-view teacher `{train['distill']['teacher']}` "
+           f"(SHA-256 {meta.get('distill_teacher_sha256', '?')[:12]}) with weight "
+           f"{train['distill']['weight']} (lrdif.train.distill)"
+           if train.get("distill", {}).get("teacher") else "")
         + f"; {train.get('epochs')} epochs (best on validation: epoch {meta.get('epoch')}), batch "
         f"{train.get('batch_size')}, Adam lr {optim.get('lr')} ({optim.get('schedule')}), "
         f"weight decay {optim.get('weight_decay')}, seed {train.get('seed')}; trained at commit "
