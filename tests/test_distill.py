@@ -20,7 +20,7 @@ from lrdif.data.splits import DataSection, read_split, to_split_data
 from lrdif.data.toy import make_ferplus, toy_train_config
 from lrdif.io import file_sha256
 from lrdif.train import distributed
-from lrdif.train.config import DistillSection, TrainConfig
+from lrdif.train.config import DistillSection, TrainConfig, load_train_config
 from lrdif.train.distill import clean_view_index, distilled_targets
 from lrdif.train.loop import load_splits, train
 
@@ -120,3 +120,13 @@ def test_a_distilled_run_trains_and_records_its_teacher(
     meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
     assert meta["train_config"]["distill"] == {"teacher": str(teacher), "weight": 0.5}
     assert meta["distill_teacher_sha256"] == file_sha256(teacher)
+
+
+def test_the_shipped_recipe_names_a_committed_image_only_teacher() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    teacher = load_train_config("ship_backbone").distill.teacher
+    assert teacher is not None
+    ckpt = load_checkpoint(repo / teacher)
+    assert ckpt.model_name == "backbone" and len(ckpt.class_names) == 8
+    for stage in ("ship_s1", "ship_s2", "ship_fast"):
+        assert load_train_config(stage).distill.teacher == teacher
