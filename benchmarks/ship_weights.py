@@ -217,10 +217,7 @@ def card(target: Path, meta: dict[str, Any], results: dict[str, dict[str, Any]],
            if train.get("model", {}).get("stage2") else "")
         + (f", options `{json.dumps(train['model']['options'], sort_keys=True)}`"
            if ckpt.model_name != "lrdif_s2" and train.get("model", {}).get("options") else "")
-        + (f", distilled from the clean-view teacher `{train['distill']['teacher']}` "
-           f"(SHA-256 {meta.get('distill_teacher_sha256', '?')[:12]}) with weight "
-           f"{train['distill']['weight']} (lrdif.train.distill)"
-           if train.get("distill", {}).get("teacher") else "")
+        + _distill_words(train.get("distill", {}), meta.get("distill_teacher_sha256"))
         + f"; {train.get('epochs')} epochs (best on validation: epoch {meta.get('epoch')}), batch "
         f"{train.get('batch_size')}, Adam lr {optim.get('lr')} ({optim.get('schedule')}), "
         f"weight decay {optim.get('weight_decay')}, seed {train.get('seed')}; trained at commit "
@@ -303,6 +300,21 @@ def _backbone_line(target: Path, model: torch.nn.Module, config: dict[str, Any])
         + f". Not LRDif: no prior, no UDCformer; the cheap model for bulk crops. "
         f"{params / 1e6:.2f} M parameters. File: {target.stat().st_size / 1e6:.1f} MB, "
         f"SHA-256 `{file_sha256(target)}`.")
+
+
+def _distill_words(distill: dict[str, Any], sha256: str | list[str] | None) -> str:
+    """The recipe's clause on its clean-view teacher, one checkpoint or an ensemble
+    (empty without distillation)."""
+    teacher = distill.get("teacher")
+    if not teacher:
+        return ""
+    paths = [teacher] if isinstance(teacher, str) else teacher
+    shas = [sha256] if isinstance(sha256, str) else sha256 or ["?"] * len(paths)
+    members = ", ".join(f"`{p}` (SHA-256 {h[:12]})" for p, h in zip(paths, shas, strict=True))
+    what = "the clean-view teacher" if len(paths) == 1 else (
+        f"an ensemble clean-view teacher (the mean probabilities of {len(paths)} members:")
+    return (f", distilled from {what} {members}{')' if len(paths) > 1 else ''} with weight "
+            f"{distill.get('weight')} (lrdif.train.distill)")
 
 
 def _adjustment_line(adjustment: dict[str, Any] | None) -> str:

@@ -90,6 +90,31 @@ def test_targets_mix_the_label_with_the_teachers_reading_of_the_clean_view(
     assert not torch.allclose(plain[n:], targets[n:])
 
 
+def test_an_ensemble_teacher_teaches_the_mean_of_its_members(
+    roots: tuple[Path, Path], teacher: Path, tmp_path: Path,
+) -> None:
+    other = tmp_path / "other"
+    train(from_dict(TrainConfig, toy_train_config("resnet18", roots[0], epochs=1, seed=1)),
+          other)
+    images, labels, classes = read_split(DataSection(root=str(roots[0])), "train")
+    split = to_split_data(images, labels, classes, classes, landmarks=None,
+                          device=torch.device("cpu"), where="toy")
+    views, w = np.arange(len(split)), 0.8
+    members = [str(teacher), str(other / "best.safetensors")]
+    one, two = (distilled_targets(DistillSection(m, w), split, views, batch_size=8)
+                for m in members)
+    assert not torch.allclose(one, two)
+    both = distilled_targets(DistillSection(members, w), split, views, batch_size=8)
+    torch.testing.assert_close(both, (one + two) / 2)
+    # a list in a config or an override reads as the ensemble, recorded member by member
+    config = from_dict(TrainConfig, toy_train_config(
+        "resnet18", roots[0], epochs=1, distill={"teacher": members, "weight": w}))
+    assert config.distill.teacher_paths() == members
+    train(config, tmp_path / "run")
+    meta = load_checkpoint(tmp_path / "run" / "best.safetensors").meta
+    assert meta["distill_teacher_sha256"] == [file_sha256(m) for m in members]
+
+
 def test_a_teacher_of_other_classes_or_a_stage_1_is_refused(
     roots: tuple[Path, Path], teacher: Path, tmp_path: Path,
 ) -> None:

@@ -69,8 +69,15 @@ class DistillSection:
     """Knowledge distillation from a trained classifier that sees each training face's
     clean view (:mod:`lrdif.train.distill`); off while ``teacher`` is null."""
 
-    teacher: str | None = None  # checkpoint of an image-only classifier with the model's classes
+    # checkpoint of an image-only classifier with the model's classes, or a list of them:
+    # an ensemble teacher, whose probabilities are the mean of its members'
+    teacher: str | list[str] | None = None
     weight: float = 0.5  # w: targets = (1 - w) labels + w teacher probabilities
+
+    def teacher_paths(self) -> list[str]:
+        """The teacher's checkpoints: none, one, or the members of an ensemble teacher."""
+        t = self.teacher
+        return [] if not t else [t] if isinstance(t, str) else list(t)
 
 
 @dataclass

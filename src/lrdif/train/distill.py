@@ -7,9 +7,11 @@ teacher) knows, for every training face, how its clean view reads, ambiguity inc
     targets = (1 - w) y + w softmax(teacher(x_clean))
 
 where ``y`` is the one-hot label (or the crowd's vote distribution with ``soft_targets``),
-and label smoothing applies on top. The clean view of a face: for a ``mixed`` data set,
-the first root's image with the same relative path (the clean FERPlus the other roots
-were synthesized from); for any other data set, the face itself (plain distillation).
+and label smoothing applies on top. An ensemble teacher (``distill.teacher`` a list of
+checkpoints) teaches the mean of its members' probabilities. The clean view of a face:
+for a ``mixed`` data set, the first root's image with the same relative path (the clean
+FERPlus the other roots were synthesized from); for any other data set, the face itself
+(plain distillation).
 The teacher runs once, before training, with its own mirror averaging; the targets live
 beside the labels in :class:`SplitData`.
 """
@@ -69,8 +71,10 @@ def distilled_targets(
     distill: DistillSection, train: SplitData, views: np.ndarray, *, batch_size: int
 ) -> Tensor:
     """(N, K) targets ``(1 - w) y + w p_teacher`` of the module docstring (``distill.teacher``
-    set)."""
+    set; ``p_teacher`` the mean over an ensemble's members)."""
     labels = (train.targets if train.targets is not None
               else F.one_hot(train.labels, len(train.class_names)).float())
-    teacher = teacher_probabilities(str(distill.teacher), train, views, batch_size=batch_size)
+    paths = distill.teacher_paths()
+    teacher = sum(teacher_probabilities(p, train, views, batch_size=batch_size)
+                  for p in paths) / len(paths)
     return (1.0 - distill.weight) * labels + distill.weight * teacher

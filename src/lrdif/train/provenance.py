@@ -54,7 +54,8 @@ def mixed_roots(root: str | Path, options: dict[str, Any]) -> list[str]:
 def run_meta(config: TrainConfig, *, world_size: int, num_train: int, num_val: int
              ) -> dict[str, Any]:
     """The metadata every checkpoint of a run carries (each epoch adds its own figures)."""
-    d = config.data
+    d, teacher = config.data, config.distill.teacher
+    teacher_sha256 = [file_sha256(p) for p in config.distill.teacher_paths()]
     return {
         "train_config": to_dict(config),
         "dataset": {"name": d.dataset, "root": str(d.root), "options": d.options,
@@ -64,8 +65,8 @@ def run_meta(config: TrainConfig, *, world_size: int, num_train: int, num_val: i
         **({"udc_manifests": {str(r): udc_manifest(r) for r in mixed_roots(d.root, d.options)}}
            if d.dataset == "mixed" else {}),
         # the teacher's file, not just its path: its targets shaped every step
-        **({"distill_teacher_sha256": file_sha256(config.distill.teacher)}
-           if config.distill.teacher else {}),
+        **({"distill_teacher_sha256": teacher_sha256[0] if isinstance(teacher, str)
+            else teacher_sha256} if teacher else {}),
         "git_commit": git_commit(),
         "world_size": world_size,
     }
