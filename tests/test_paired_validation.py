@@ -55,3 +55,12 @@ def test_counts_agree_with_each_model_and_with_themselves(bench, tmp_path, monke
     diff = float(fields["B"]) - float(fields["A"])
     assert diff == pytest.approx(100 * (only_b - only_a) / 24, abs=0.01)
     assert float(fields["McNemar z"]) == pytest.approx(bench.mcnemar_z(only_a, only_b), abs=0.01)
+    assert only_a + only_b > 0  # two seeds: the test would not see a swapped count otherwise
+
+    # a checkpoint against itself: no disagreement, and the ensemble is the model
+    monkeypatch.setattr(sys, "argv", ["paired_validation.py", ckpts[0], ckpts[0], str(data)])
+    bench.main()
+    _, *rest = capsys.readouterr().out.strip().split(": ", 1)[1].split(", ")
+    same = dict(part.rsplit(" ", 1) for part in rest)
+    assert same["A"] == same["B"] == same["A+B"] == fields["A"]
+    assert (same["only A"], same["only B"], same["McNemar z"]) == ("0", "0", "+0.00")
