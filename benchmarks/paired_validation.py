@@ -60,8 +60,7 @@ def _print_row(name: str, row: dict[str, int]) -> None:
     acc_a, acc_b, acc_ab = (100 * row[f"right {k}"] / row["faces"] for k in ("A", "B", "A+B"))
     z = mcnemar_z(row["only A"], row["only B"])
     print(f"{name}: {row['faces']} faces, A {acc_a:.2f}, B {acc_b:.2f}, A+B {acc_ab:.2f}, "
-          f"only A {row['only A']}, "
-          f"only B {row['only B']}, McNemar z {z:+.2f}", flush=True)
+          f"only A {row['only A']}, only B {row['only B']}, McNemar z {z:+.2f}", flush=True)
 
 
 if __name__ == "__main__":

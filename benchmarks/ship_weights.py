@@ -51,6 +51,7 @@ from lrdif.evaluate.studies import (
 )
 from lrdif.io import atomic_write, file_sha256, portable_paths
 from lrdif.predict.recognizer import DEFAULT_WEIGHTS
+from lrdif.train.config import DistillSection
 from lrdif.train.provenance import git_commit
 
 HERE = Path(__file__).resolve().parent
@@ -305,16 +306,17 @@ def _backbone_line(target: Path, model: torch.nn.Module, config: dict[str, Any])
 def _distill_words(distill: dict[str, Any], sha256: str | list[str] | None) -> str:
     """The recipe's clause on its clean-view teacher, one checkpoint or an ensemble
     (empty without distillation)."""
-    teacher = distill.get("teacher")
-    if not teacher:
+    paths = from_dict(DistillSection, distill, where="train_config.distill").teacher_paths()
+    if not paths:
         return ""
-    paths = [teacher] if isinstance(teacher, str) else teacher
     shas = [sha256] if isinstance(sha256, str) else sha256 or ["?"] * len(paths)
     members = ", ".join(f"`{p}` (SHA-256 {h[:12]})" for p, h in zip(paths, shas, strict=True))
-    what = "the clean-view teacher" if len(paths) == 1 else (
-        f"an ensemble clean-view teacher (the mean probabilities of {len(paths)} members:")
-    return (f", distilled from {what} {members}{')' if len(paths) > 1 else ''} with weight "
-            f"{distill.get('weight')} (lrdif.train.distill)")
+    if len(paths) > 1:
+        members = (f"an ensemble clean-view teacher (the mean probabilities of {len(paths)} "
+                   f"members: {members})")
+    else:
+        members = f"the clean-view teacher {members}"
+    return f", distilled from {members} with weight {distill.get('weight')} (lrdif.train.distill)"
 
 
 def _adjustment_line(adjustment: dict[str, Any] | None) -> str:
